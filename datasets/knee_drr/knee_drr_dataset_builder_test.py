@@ -1,0 +1,65 @@
+"""knee_drr builder tests: TFDS's own checks on dummy data, plus determinism and splits."""
+import numpy as np
+import tensorflow_datasets as tfds
+
+from datasets.knee_drr import knee_drr_dataset_builder as kb
+
+# Tiny versions of the shipped configs: same code paths, a fraction of the work.
+TINY_PHANTOM = kb.KneeDrrConfig(name='tiny_phantom', num_patients=3, detector=16,
+                                num_views=6, spacing_mm=8.0)
+TINY_CT = kb.KneeDrrConfig(name='tiny_ct', source='ct', detector=16, num_views=6,
+                           spacing_mm=8.0)
+
+
+class KneeDrrTest(tfds.testing.DatasetBuilderTestCase):
+  """3 patients (phantoms, or the 3 CTs in dummy_data/) x 6 views, split 1:1:1."""
+  DATASET_CLASS = kb.Builder
+  BUILDER_CONFIG_NAMES_TO_TEST = [TINY_PHANTOM, TINY_CT]
+  SPLITS = {'train': 6, 'validation': 6, 'test': 6}
+  MOCK_OUT_FORBIDDEN_OS_FUNCTIONS = False  # SimpleITK and numpy read real files.
+
+
+def test_split_by_patient_is_disjoint_and_9_1_1():
+  ids = [f'p{i:02d}' for i in range(55)]
+  s = kb.split_patients(ids, seed=0)
+  assert [len(s[k]) for k in ('train', 'validation', 'test')] == [45, 5, 5]
+  assert set(s['train']) | set(s['validation']) | set(s['test']) == set(ids)
+  assert not set(s['train']) & set(s['test']) and not set(s['validation']) & set(s['test'])
+  assert s == kb.split_patients(list(ids), seed=0)  # deterministic
+  assert s != kb.split_patients(ids, seed=1)
+
+
+def test_split_by_image_covers_all_views_once():
+  s = kb.split_images(['a', 'b', 'c'], num_views=11, seed=0)
+  pairs = s['train'] + s['validation'] + s['test']
+  assert sorted(pairs) == [(p, v) for p in 'abc' for v in range(11)]
+  assert (len(s['validation']), len(s['test'])) == (3, 3)
+
+
+def test_too_few_patients_is_a_clear_error():
+  import pytest
+  with pytest.raises(ValueError, match='>= 3 patients'):
+    kb.split_patients(['a', 'b'], seed=0)
+
+
+def test_build_is_deterministic_and_resumes_from_its_cache(tmp_path):
+  def build(root):
+    b = kb.Builder(config=TINY_PHANTOM, data_dir=str(root))
+    b.download_and_prepare()
+    return [ex for ex in tfds.as_numpy(b.as_dataset(split='test', shuffle_files=False))]
+  a = build(tmp_path / 'a')
+  # A second data dir whose cache already holds one patient (an interrupted build).
+  cache = next((tmp_path / 'a' / 'knee_drr_cache').iterdir())
+  done = sorted(cache.iterdir())[0]
+  target = tmp_path / 'b' / 'knee_drr_cache' / cache.name
+  target.mkdir(parents=True)
+  (target / done.name).write_bytes(done.read_bytes())
+  b = build(tmp_path / 'b')
+  assert len(a) == len(b) == 6
+  for x, y in zip(a, b):
+    assert x['patient_id'] == y['patient_id'] and x['angle_deg'] == y['angle_deg']
+    np.testing.assert_array_equal(x['image'], y['image'])
+  assert {float(e['angle_deg']) for e in a} == {0.0, 60.0, 120.0, 180.0, 240.0, 300.0}
+  for e in a:
+    assert set(np.unique(e['contour_bone'])) <= {0.0, 0.5, 1.0}
+    np.testing.assert_array_equal(e['contour'], np.where(e['image'] > 0.1, 0.5, 0.0))

@@ -1,0 +1,65 @@
+"""score_sde_knee command line: parses flags and dispatches, nothing else.
+
+    python main.py --mode=build --config=configs/ctm.py:cpu               # knee_drr/phantom_64
+    python main.py --mode=train --config=configs/ctm.py:contour_bone,cpu --workdir=runs/ctm
+    python main.py --mode=eval  --workdir=runs/ctm                        # saved config
+    python main.py --mode=sample --workdir=runs/ctm --masks=masks/ --out=synthetic/
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file[:condition,scale].',
+                                lock_config=True)
+flags.DEFINE_enum('mode', 'train', ['build', 'train', 'eval', 'sample'], 'What to run.')
+flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, logs, eval.')
+flags.DEFINE_string('data_dir', None, 'TFDS data dir (overrides config.data.data_dir).')
+flags.DEFINE_string('masks', None, 'sample: a mask file (PNG/NPY), a folder, or "test".')
+flags.DEFINE_string('out', None, 'sample: output folder.')
+flags.DEFINE_integer('num_samples', 1, 'sample: samples per mask.')
+flags.DEFINE_integer('seed', 0, 'sample: first seed.')
+flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
+
+
+def _config():
+  from score_sde_knee import run_config
+  return run_config.resolve(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.data_dir)
+
+
+def _run(_):
+  # TensorFlow is only the input pipeline: keep it off the GPU so JAX has all its memory.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  config = _config()
+  if FLAGS.mode == 'build':
+    from datasets.knee_drr import build
+    build.build(config.data.builder_config, config.data.data_dir or None)
+  elif FLAGS.mode == 'train':
+    from score_sde_knee import train
+    train.train_and_evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == 'eval':
+    from score_sde_knee import evaluate
+    evaluate.evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == 'sample':
+    from score_sde_knee import generate
+    generate.generate(config, FLAGS.workdir, masks=FLAGS.masks, out=FLAGS.out,
+                      num_samples=FLAGS.num_samples, seed=FLAGS.seed)
+
+
+def main(argv):
+  try:
+    _run(argv)
+  except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
+    if FLAGS.traceback:
+      raise
+    print(f'error: {e}\n(rerun with --traceback for the full traceback)', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  app.run(main)

@@ -1,0 +1,112 @@
+"""Orbax checkpoints of the train state, and the run's saved config.
+
+Two managers in the workdir:
+  checkpoints/   kept checkpoints every config.training.checkpoint_every steps (and at
+                 the last step), the newest config.training.keep_checkpoints kept;
+  preemption/    one checkpoint, replaced every config.training.preemption_every steps:
+                 a crash loses at most that many steps.
+A run resumes from whichever of the two holds the newest step. Only checkpoints whose
+step had a finite loss are written, so the newest is always a good one.
+"""
+import json
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from score_sde_knee import run_config
+
+CONFIG_FILE = run_config.CONFIG_FILE
+KEPT_DIR = 'checkpoints'
+PREEMPTION_DIR = 'preemption'
+# Fields that must match between a workdir's saved config and the config resuming it:
+# anything else (e.g. num_train_steps) may change between runs.
+_MUST_MATCH = ('method', 'condition')
+
+
+class Checkpoints:
+  """The kept and preemption managers of one workdir."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    t = config.training
+    self.kept = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), KEPT_DIR),
+        options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True))
+    self.preemption = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), PREEMPTION_DIR),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    self.checkpoint_every = t.checkpoint_every
+    self.preemption_every = t.preemption_every
+    self.num_train_steps = t.num_train_steps
+
+  def latest_step(self) -> int | None:
+    steps = [s for s in (self.kept.latest_step(), self.preemption.latest_step())
+             if s is not None]
+    return max(steps) if steps else None
+
+  def restore(self, target: Any) -> tuple[Any, int] | None:
+    """(state, step) of the newest checkpoint, or None when there is none.
+
+    target: a state (arrays or ShapeDtypeStructs) whose structure, shapes, dtypes and
+    shardings the restored state takes.
+    """
+    step = self.latest_step()
+    if step is None:
+      return None
+    abstract_state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
+    manager = self.kept if self.kept.latest_step() == step else self.preemption
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    logging.info('Restored step %d from %s.', step, manager.directory)
+    return state, step
+
+  def maybe_save(self, step: int, state: Any) -> None:
+    """Saves after update `step` when a kept or a preemption checkpoint is due."""
+    if step % self.checkpoint_every == 0 or step == self.num_train_steps:
+      self.kept.save(step, args=ocp.args.StandardSave(state), force=True)
+    elif self.preemption_every > 0 and step % self.preemption_every == 0:
+      self.preemption.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def close(self) -> None:
+    """Waits for asynchronous saves to reach the disk."""
+    for manager in (self.kept, self.preemption):
+      manager.wait_until_finished()
+      manager.close()
+
+
+def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes workdir/config.json on the first start; on a resume checks it matches.
+
+  Raises:
+    ValueError: the workdir belongs to a run of another method or condition.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        saved = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path} is not valid JSON ({e}); it should hold the run config.') from None
+    for key in _MUST_MATCH:
+      if saved.get(key) != config.get(key):
+        raise ValueError(
+            f'The workdir {workdir} holds a run with {key}={saved.get(key)!r} ({path}), '
+            f'but the config asks for {key}={config.get(key)!r}. Use another --workdir.')
+    return
+  if _has_checkpoints(workdir):
+    raise ValueError(
+        f'The workdir {workdir} holds checkpoints but no {CONFIG_FILE}: cannot tell which '
+        f'method they belong to. Use another --workdir.')
+  if jax.process_index() == 0:
+    run_config.save(config, workdir)
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  for sub in (KEPT_DIR, PREEMPTION_DIR):
+    d = os.path.join(workdir, sub)
+    if os.path.isdir(d) and any(name.isdigit() for name in os.listdir(d)):
+      return True
+  return False

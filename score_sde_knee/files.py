@@ -1,0 +1,45 @@
+"""Atomic file writes: a reader never sees a truncated file that looks complete."""
+import contextlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ''):
+  """Yields a temporary path next to `path`; renames it onto `path` only on success.
+
+  The temp name keeps the real extension (`suffix`) so writers that infer the format from
+  the name (SimpleITK, PIL) still work.
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-' + os.path.basename(path) + '-',
+                             suffix=suffix, dir=directory)
+  os.close(fd)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, obj) -> None:
+  with atomic_path(path, '.json') as tmp, open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+
+
+def write_npz(path: str, **arrays) -> None:
+  with atomic_path(path, '.npz') as tmp:
+    np.savez(tmp, **arrays)
+
+
+def write_npy(path: str, array) -> None:
+  with atomic_path(path, '.npy') as tmp:
+    np.save(tmp, array)

@@ -1,0 +1,130 @@
+"""The one dispatch point from a config to a model, its parameters and its score function.
+
+Methods (config.method):
+  csm  : unconditional score s(x_t, sigma); input = noisy image (1 channel).
+  ctm  : conditional score s(x_t, y, sigma); input = noisy image and segmentation (2 channels).
+  unet : U-Net baseline without noise input; input = segmentation, output = image.
+"""
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from score_sde_knee import ncsnpp
+from score_sde_knee import sde as sde_lib
+
+Array = jax.Array
+Params = Any
+
+METHODS = ('csm', 'ctm', 'unet')
+_IMAGE_CHANNELS = 1
+_CPU_FAST_COMPILE = {'xla_backend_optimization_level': 0}
+
+
+def _check_method(method: str) -> None:
+  if method not in METHODS:
+    raise ValueError(f'config.method must be one of {METHODS}, got {method!r}')
+
+
+def input_channels(method: str) -> int:
+  """Channels the network sees: the image, plus the segmentation for CTM."""
+  _check_method(method)
+  return 2 * _IMAGE_CHANNELS if method == 'ctm' else _IMAGE_CHANNELS
+
+
+def create_model(config: ml_collections.ConfigDict) -> ncsnpp.NCSNpp:
+  """NCSNpp built from config.model and config.method (typed fields only)."""
+  _check_method(config.method)
+  m = config.model
+  is_unet = config.method == 'unet'
+  return ncsnpp.NCSNpp(
+      nf=int(m.nf),
+      ch_mult=tuple(int(c) for c in m.ch_mult),
+      num_res_blocks=int(m.num_res_blocks),
+      attn_resolutions=tuple(int(r) for r in m.attn_resolutions),
+      dropout=float(m.dropout),
+      fir_kernel=tuple(int(k) for k in m.fir_kernel),
+      skip_rescale=bool(m.skip_rescale),
+      resblock_type=str(m.resblock_type),
+      progressive=str(m.progressive),
+      progressive_input=str(m.progressive_input),
+      progressive_combine=str(m.progressive_combine),
+      init_scale=float(m.init_scale),
+      fourier_scale=float(m.fourier_scale),
+      out_channels=_IMAGE_CHANNELS,
+      noise_conditional=not is_unet,
+      scale_by_sigma=False if is_unet else bool(m.scale_by_sigma),
+  )
+
+
+def init_params(model: ncsnpp.NCSNpp, rng: Array,
+                config: ml_collections.ConfigDict) -> Params:
+  """Parameters of `model` for (1, S, S, C_in) inputs, S = config.data.image_size.
+
+  Pure: `jax.eval_shape(lambda r: init_params(model, r, config), rng)` gives the shapes
+  without allocating, and it may be called inside a caller's jit. Called eagerly, it is
+  jitted so that XLA drops the forward pass that init traces.
+  """
+  size = int(config.data.image_size)
+  x = jnp.zeros((1, size, size, input_channels(config.method)), jnp.float32)
+  sigma = jnp.ones((1,), jnp.float32)
+
+  def init(key):
+    return model.init({'params': key}, x, sigma, train=False)['params']
+
+  if isinstance(rng, jax.core.Tracer):
+    # Already traced (eval_shape, or a caller's jit with shardings): compile options may
+    # only be given to a top-level jit.
+    return init(rng)
+  # One random draw per parameter makes a large program that XLA's CPU backend optimises
+  # for a long time (~5x longer than with its optimisation off), for a function run once.
+  options = _CPU_FAST_COMPILE if jax.default_backend() == 'cpu' else None
+  return jax.jit(init, compiler_options=options)(rng)
+
+
+def _apply(model: ncsnpp.NCSNpp, params: Params, x: Array, sigma: Array | None, train: bool,
+           rng: Array | None) -> Array:
+  rngs = {'dropout': rng} if rng is not None else {}
+  return model.apply({'params': params}, x, sigma, train=train, rngs=rngs)
+
+
+def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str) -> Callable[..., Array]:
+  """score_fn(params, x, t, cond, *, train=False, rng=None) -> score, all (B, H, W, 1).
+
+  t: (B,) times in (0, 1]; sigma = sde.sigma(t) is what the network sees. cond: the
+  segmentation (B, H, W, 1) in data space; CSM ignores it (may be None), CTM concatenates it
+  to x along channels. rng: dropout key, needed only when train=True and dropout > 0.
+  """
+  _check_method(method)
+  if method == 'unet':
+    raise ValueError("get_score_fn: method 'unet' has no score; use get_predict_fn")
+
+  def score_fn(params: Params, x: Array, t: Array, cond: Array | None, *,
+               train: bool = False, rng: Array | None = None) -> Array:
+    sigma = sde.sigma(t)
+    if method == 'ctm':
+      if cond is None:
+        raise ValueError("score_fn: method 'ctm' needs cond (B, H, W, 1), got None")
+      x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
+    return _apply(model, params, x, sigma, train, rng)
+
+  return score_fn
+
+
+def get_predict_fn(model: ncsnpp.NCSNpp) -> Callable[..., Array]:
+  """predict_fn(params, cond, *, train=False, rng=None) -> image (B, H, W, 1), unclipped."""
+  if model.noise_conditional:
+    raise ValueError('get_predict_fn needs the U-Net model (noise_conditional=False)')
+
+  def predict_fn(params: Params, cond: Array, *, train: bool = False,
+                 rng: Array | None = None) -> Array:
+    return _apply(model, params, cond, None, train, rng)
+
+  return predict_fn
+
+
+def count_params(params: Params) -> int:
+  """Total number of scalars in a parameter tree."""
+  return int(sum(leaf.size for leaf in jax.tree.leaves(params)))

@@ -1,0 +1,46 @@
+"""Progress lines with rate and ETA for long jobs (data build, sampling, evaluation)."""
+import sys
+import time
+
+
+def format_seconds(s: float) -> str:
+  s = max(0, int(round(s)))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  return f'{h}h{m:02d}m{sec:02d}s' if h else (f'{m}m{sec:02d}s' if m else f'{sec}s')
+
+
+class Progress:
+  """Prints `desc: done/total (pct) rate, elapsed, ETA` to stderr at most every `every` s.
+
+  `done` may start above zero (resumed work): the rate counts only work done in this run,
+  so the ETA stays honest after a resume.
+  """
+
+  def __init__(self, total: int, desc: str, *, done: int = 0, unit: str = 'it',
+               every: float = 5.0, stream=None):
+    self.total, self.desc, self.unit, self.every = total, desc, unit, every
+    self.done = self._start_done = done
+    self._stream = stream or sys.stderr
+    self._t0 = self._last = time.monotonic()
+
+  def update(self, n: int = 1, force: bool = False) -> None:
+    self.done += n
+    now = time.monotonic()
+    if force or self.done >= self.total or now - self._last >= self.every:
+      self._last = now
+      print(self.line(now), file=self._stream, flush=True)
+
+  def line(self, now: float | None = None) -> str:
+    now = time.monotonic() if now is None else now
+    elapsed = now - self._t0
+    new = self.done - self._start_done
+    pct = 100.0 * self.done / max(self.total, 1)
+    if new > 0 and elapsed > 0:
+      rate = new / elapsed
+      eta = (self.total - self.done) / rate
+      speed = f'{rate:.2f} {self.unit}/s' if rate >= 1 else f'{1 / rate:.2f} s/{self.unit}'
+      tail = f'{speed}, elapsed {format_seconds(elapsed)}, ETA {format_seconds(eta)}'
+    else:
+      tail = f'elapsed {format_seconds(elapsed)}'
+    return f'{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {tail}'

@@ -1,0 +1,249 @@
+"""Samplers: predictor-corrector (PC) for the VE SDE, CTM, CSM (SDEdit) and the U-Net pass.
+
+Every sampler is a pure function of a callable score and a PRNG key, so a toy score (the
+exact score of a Gaussian) tests it exactly and `jax.jit` compiles it once (the time loop
+is a `lax.fori_loop`). Arrays are NHWC: x (B, H, W, C); a score function is
+`score_fn(x, t, cond) -> score` with t of shape (B,) in (0, 1] and cond (B, H, W, Cc) or
+None; its output has x's shape and is in units of 1 / (image units).
+
+Which noise level the score sees (checked against score_sde's `sampling.py`,
+`ReverseDiffusionPredictor`, `LangevinCorrector` and `VESDE.discretize`):
+  * Grid: t_i = linspace(t_start, eps, N), i = 0..N-1, sigma_i = sigma(t_i), sigma_N = 0.
+  * Predictor step i: the score at t_i, the level x is at before the step; it moves x from
+    sigma_i to sigma_{i+1}. score_sde evaluates the network at the continuous t_i too, but
+    takes the step's variance from its discrete table, sigma_min (sigma_max /
+    sigma_min)^(k / (N-1)) with k = floor(t_i (N-1)), i.e. a grid that ends at sigma_min
+    instead of sigma(eps); the two differ by a factor (sigma_max / sigma_min)^eps (1.0001
+    here). We use sigma(t_i) for both, so the step matches the score.
+  * Corrector before predictor step i: the score at t_i, again the level x is at.
+    'corrector_first' (score_sde's order): C(t_0) P(t_0) C(t_1) P(t_1) ... C(t_{N-1})
+    P(t_{N-1}). 'predictor_first' (the paper: the corrector follows the reverse-SDE step):
+    P(t_0) C(t_1) P(t_1) ... C(t_{N-1}) P(t_{N-1}); each predictor step to sigma_{i+1} is
+    followed by a corrector at sigma_{i+1}, except the last one, which lands on sigma_N = 0
+    where no score exists. (Swapping score_sde's two calls instead would run the corrector
+    with the score of the level one step above where x is, and once more on the
+    noise-free result.)
+  * The result is the last predictor's noise-free mean, x + sigma_{N-1}^2 s(x, t_{N-1}).
+
+Randomness: step i draws its noise from `fold_in(rng, i)`, split into (predictor key,
+corrector key); corrector sub-step j uses `fold_in(corrector key, j)`. CTM and CSM first
+split their key into (initial-noise key, loop key). The result depends only on the key,
+not on how the batch is sharded (JAX's partitionable threefry).
+
+Data parallel: everything is elementwise over the batch except the batch-wide corrector
+step size, a mean over the whole batch. Jit with the batch sharded over a 1-D mesh
+(`NamedSharding(mesh, P('data'))`) and XLA inserts that reduction; inside `shard_map`
+the mean would be per shard (use per_sample_step=True there).
+"""
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from score_sde_knee import sde as sde_lib
+
+Array = jax.Array
+ScoreFn = Callable[[Array, Array, Array | None], Array]
+PredictFn = Callable[[Array], Array]
+SampleFn = Callable[[Array, Array], Array]
+
+ORDERS = ('predictor_first', 'corrector_first')
+METHODS = ('csm', 'ctm', 'unet')
+
+
+def _check_pc_args(t_start: float, eps: float, n_steps: int, snr: float,
+                   n_corrector: int, order: str) -> None:
+  if order not in ORDERS:
+    raise ValueError(f'sampling order must be one of {ORDERS}, got {order!r}')
+  if not 0.0 < eps < t_start <= 1.0:
+    raise ValueError(
+        f'PC sampler needs 0 < eps < t_start <= 1 (eps = last time, t_start = first), got '
+        f'eps={eps}, t_start={t_start}')
+  if int(n_steps) != n_steps or n_steps < 1:
+    raise ValueError(f'PC sampler n_steps (N) must be an integer >= 1, got {n_steps}')
+  if int(n_corrector) != n_corrector or n_corrector < 0:
+    raise ValueError(f'PC sampler n_corrector must be an integer >= 0, got {n_corrector}')
+  if snr < 0:
+    raise ValueError(f'Langevin corrector snr must be >= 0, got {snr}')
+
+
+def _per_example_norm(a: Array) -> Array:
+  return jnp.sqrt(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=-1))
+
+
+def _langevin_step_size(score: Array, z: Array, snr: float, per_sample: bool) -> Array:
+  """e = 2 (snr ||z|| / ||s||)^2, shape (B,): one value for the batch unless per_sample."""
+  score_norm = _per_example_norm(score)
+  noise_norm = _per_example_norm(z)
+  if not per_sample:
+    # score_sde: means of the per-example norms over the whole (global) batch.
+    score_norm = jnp.broadcast_to(jnp.sqrt(jnp.mean(score_norm**2)), score_norm.shape)
+    noise_norm = jnp.broadcast_to(jnp.mean(noise_norm), noise_norm.shape)
+  return 2.0 * jnp.square(snr * noise_norm / score_norm)
+
+
+def _normal_like(key: Array, x: Array, shape: tuple[int, ...] | None = None) -> Array:
+  """N(0, 1) noise with x's dtype and sharding (so each device draws only its shard)."""
+  shape = x.shape if shape is None else shape
+  return jax.random.normal(key, shape, x.dtype, out_sharding=jax.typeof(x).sharding)
+
+
+def _bcast(v: Array, x: Array) -> Array:
+  return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def pc_sample(score_fn: ScoreFn,
+              sde: sde_lib.VESDE,
+              x_init: Array,
+              cond: Array | None,
+              rng: Array,
+              *,
+              t_start: float = 1.0,
+              eps: float = 1e-5,
+              n_steps: int | None = None,
+              snr: float = 0.4,
+              n_corrector: int = 1,
+              order: str = 'predictor_first',
+              per_sample_step: bool = False) -> Array:
+  """Predictor-corrector sampling of the reverse VE SDE from t_start down to eps.
+
+  Args:
+    score_fn: score_fn(x, t, cond) -> score, x (B, ...), t (B,).
+    sde: the VE SDE; gives sigma(t).
+    x_init: (B, H, W, C) state at t_start, i.e. with noise level sigma(t_start).
+    cond: passed unchanged to score_fn (None for an unconditional score).
+    rng: PRNG key (see the module docstring for how it is used).
+    t_start, eps: first and last time of the grid, 0 < eps < t_start <= 1.
+    n_steps: N predictor steps (default sde.num_scales).
+    snr: Langevin signal-to-noise ratio r; 0 turns the corrector off.
+    n_corrector: Langevin steps per predictor step; 0 turns the corrector off.
+    order: 'predictor_first' (paper) or 'corrector_first' (score_sde).
+    per_sample_step: one corrector step size per example instead of one per batch.
+
+  Returns:
+    (B, H, W, C) noise-free mean of the last predictor step (not clipped), x_init's dtype.
+  """
+  n_steps = sde.num_scales if n_steps is None else n_steps
+  _check_pc_args(t_start, eps, n_steps, snr, n_corrector, order)
+  dtype = x_init.dtype
+  batch = x_init.shape[0]
+  ts = jnp.linspace(t_start, eps, n_steps, dtype=dtype)
+  sigmas = sde.sigma(ts)
+  sigmas_next = jnp.concatenate([sigmas[1:], jnp.zeros((1,), dtype)])
+  use_corrector = n_corrector > 0 and snr > 0
+
+  def corrector(x: Array, t: Array, key: Array, n: Array) -> Array:
+    def body(j, x):
+      z = _normal_like(jax.random.fold_in(key, j), x)
+      score = score_fn(x, t, cond)
+      e = _bcast(_langevin_step_size(score, z, snr, per_sample_step), x)
+      return x + e * score + jnp.sqrt(2.0 * e) * z
+    return jax.lax.fori_loop(0, n, body, x)
+
+  def step(i, carry):
+    x, _ = carry
+    t = jnp.full((batch,), ts[i], dtype)
+    key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
+    if use_corrector:
+      n = n_corrector
+      if order == 'predictor_first':
+        # No corrector before the first predictor step: see the module docstring.
+        n = jnp.where(i == 0, 0, n_corrector)
+      x = corrector(x, t, key_c, n)
+    var = sigmas[i] ** 2 - sigmas_next[i] ** 2
+    x_mean = x + var * score_fn(x, t, cond)
+    x = x_mean + jnp.sqrt(var) * _normal_like(key_p, x)
+    return x, x_mean
+
+  _, x_mean = jax.lax.fori_loop(0, n_steps, step, (x_init, x_init))
+  return x_mean
+
+
+def ctm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, cond: Array, rng: Array, *,
+               channels: int = 1, **pc_kwargs: Any) -> Array:
+  """Conditional score model (paper Alg. 2): from the prior N(0, sigma_max^2 I) at t = 1.
+
+  Args:
+    score_fn: conditional score s(x, t, cond).
+    cond: (B, H, W, Cc) segmentation.
+    channels: image channels C of the sample.
+    **pc_kwargs: keyword arguments of `pc_sample` other than t_start.
+
+  Returns:
+    (B, H, W, channels) images clipped to [0, 1].
+  """
+  key_init, key_loop = jax.random.split(rng)
+  # sde.prior_sampling(key_init, shape), drawn with cond's sharding so that on a mesh
+  # with explicit axes the loop state is sharded from the start.
+  x = sde.sigma_max * _normal_like(key_init, cond, cond.shape[:-1] + (channels,))
+  x = pc_sample(score_fn, sde, x, cond, key_loop, t_start=1.0, **pc_kwargs)
+  return jnp.clip(x, 0.0, 1.0)
+
+
+def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array, *,
+               t0: float = 0.4, **pc_kwargs: Any) -> Array:
+  """Conditional sampling with an unconditional score (paper Alg. 1, SDEdit).
+
+  The segmentation, perturbed to noise level sigma(t0), is the starting point; the
+  unconditional score (called with cond=None) takes it from t0 down to eps.
+
+  Args:
+    score_fn: unconditional score s(x, t, None).
+    contour: (B, H, W, C) segmentation with the image's channel count, values in [0, 1].
+    t0: start time in (eps, 1].
+    **pc_kwargs: keyword arguments of `pc_sample` other than t_start.
+
+  Returns:
+    (B, H, W, C) images clipped to [0, 1].
+  """
+  key_init, key_loop = jax.random.split(rng)
+  x = contour + sde.sigma(t0) * _normal_like(key_init, contour)
+  x = pc_sample(score_fn, sde, x, None, key_loop, t_start=t0, **pc_kwargs)
+  return jnp.clip(x, 0.0, 1.0)
+
+
+def unet_sample(predict_fn: PredictFn, cond: Array) -> Array:
+  """U-Net baseline: one forward pass predict_fn(cond), clipped to [0, 1]."""
+  return jnp.clip(predict_fn(cond), 0.0, 1.0)
+
+
+def get_sampler(config: ml_collections.ConfigDict, *,
+                score_fn: ScoreFn | None = None,
+                predict_fn: PredictFn | None = None,
+                sde: sde_lib.VESDE | None = None) -> SampleFn:
+  """The one dispatch on config.method: returns sample(cond, rng) -> (B, H, W, 1) images.
+
+  Uses config.sampling (snr, n_steps_each, order, per_sample_step, t0, eps) and
+  config.sde.num_scales as N. csm and ctm need score_fn (a closure over parameters);
+  unet needs predict_fn and ignores rng. sde defaults to the VESDE of config.sde. The
+  returned function is pure; the caller jits it.
+  """
+  method = config.method
+  if method not in METHODS:
+    raise ValueError(f'config.method must be one of {METHODS}, got {method!r}')
+  if method == 'unet':
+    if predict_fn is None:
+      raise ValueError("get_sampler: config.method='unet' needs predict_fn")
+    return lambda cond, rng: unet_sample(predict_fn, cond)
+
+  if score_fn is None:
+    raise ValueError(f'get_sampler: config.method={method!r} needs score_fn')
+  p = config.sampling
+  if p.method != 'pc':
+    raise ValueError(f"config.sampling.method must be 'pc', got {p.method!r}")
+  if sde is None:
+    sde = sde_lib.VESDE(sigma_min=float(config.sde.sigma_min),
+                        sigma_max=float(config.sde.sigma_max),
+                        num_scales=int(config.sde.num_scales))
+  pc_kwargs = dict(eps=float(p.eps), n_steps=int(config.sde.num_scales), snr=float(p.snr),
+                   n_corrector=int(p.n_steps_each), order=str(p.order),
+                   per_sample_step=bool(p.per_sample_step))
+  t0 = float(p.t0)
+  # Fail at construction rather than at the first (jitted) call.
+  _check_pc_args(t0 if method == 'csm' else 1.0, **{
+      k: pc_kwargs[k] for k in ('eps', 'n_steps', 'snr', 'n_corrector', 'order')})
+  if method == 'ctm':
+    return lambda cond, rng: ctm_sample(score_fn, sde, cond, rng, **pc_kwargs)
+  return lambda cond, rng: csm_sample(score_fn, sde, cond, rng, t0=t0, **pc_kwargs)

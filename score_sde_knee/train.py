@@ -1,0 +1,231 @@
+"""Data-parallel training: `train_and_evaluate(config, workdir)`.
+
+    python main.py --mode=train --config=configs/ctm.py:cpu --workdir=runs/ctm
+
+The loop is side effects only (data, checkpoints, logs, sample grids); the numerics are
+the pure, jitted steps of `train_state`. The workdir gets:
+  config.json           the run's config (first start; a resume checks method/condition)
+  checkpoints/ preemption/   orbax checkpoints (see `checkpointing`)
+  events.out.tfevents.* TensorBoard scalars (loss, grad_norm, lr, eval_loss, steps/s),
+                        hparams and sample grids
+  samples/step_XXXXXXX.png   condition | EMA sample | target, every sample_every steps
+A resumed run continues the same data order (input_pipeline) and RNG stream (the key in
+the state): stopping and resuming gives the same parameters as one uninterrupted run.
+"""
+import os
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from score_sde_knee import checkpointing
+from score_sde_knee import input_pipeline
+from score_sde_knee import model_utils
+from score_sde_knee import parallel
+from score_sde_knee import train_state as ts
+
+DatasetsFn = Callable[..., input_pipeline.Datasets]
+
+
+class NonFiniteLossError(ValueError):
+  """The loss or the gradient norm became NaN or Inf."""
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       datasets_fn: DatasetsFn | None = None) -> ts.TrainState:
+  """Trains config.training.num_train_steps updates in total, resuming from workdir.
+
+  Args:
+    config: the run config (configs/<method>.py).
+    workdir: where the config, checkpoints, logs and sample grids go (shared by all
+      hosts of a multi-host run).
+    datasets_fn: (config, start_step=int) -> input_pipeline.Datasets; default
+      `input_pipeline.create_datasets`. Tests pass in-memory data here.
+  Returns:
+    The final train state (replicated over the mesh).
+  Raises:
+    NonFiniteLossError: the loss became NaN/Inf; the newest checkpoint on disk is the
+      last good one.
+  """
+  workdir = os.fspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointing.check_and_save_config(config, workdir)
+  t = config.training
+  mesh = parallel.make_mesh()
+  parallel.check_batch(t.batch_size)
+  model = model_utils.create_model(config)
+
+  ckpt = checkpointing.Checkpoints(workdir, config)
+  state = ts.init_train_state(config, model, mesh)
+  restored = ckpt.restore(state)
+  if restored is None:
+    start = 0
+  else:
+    state, start = restored
+    if int(state.step) != start:
+      raise ValueError(f'Checkpoint of step {start} in {workdir} holds state.step='
+                       f'{int(state.step)}.')
+  num_params = model_utils.count_params(state.params)
+  logging.info('%s model (%s, %s): %d parameters; %d devices, %d processes; start at step '
+               '%d of %d.', config.method, config.condition, config.get('scale', ''),
+               num_params, jax.device_count(), jax.process_count(), start,
+               t.num_train_steps)
+
+  datasets = (datasets_fn or input_pipeline.create_datasets)(config, start_step=start)
+  train_step = ts.make_train_step(config, model, mesh)
+  eval_step = ts.make_eval_step(config, model, mesh)
+  eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  sample_grid = (_make_sample_grid_fn(config, model, mesh) if t.sample_every > 0
+                 else None)
+
+  writer, report_progress = _create_writer(workdir, t.num_train_steps, t.log_every)
+  if start == 0:
+    writer.write_hparams({**_flatten(config.to_dict()), 'num_params': num_params})
+  pending: list[dict[str, np.ndarray]] = []
+  try:
+    for step in range(start + 1, t.num_train_steps + 1):  # step: updates done after this one
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = parallel.global_batch_from_local(next(datasets.train), mesh)
+        state, metrics = train_step(state, batch)
+      # One scalar fetch per step keeps a NaN out of every checkpoint written below.
+      metrics = jax.device_get(metrics)
+      _check_finite(metrics, step)
+      pending.append(metrics)
+      if report_progress is not None:
+        report_progress(step)
+      last = step == t.num_train_steps
+      if step % t.log_every == 0 or last:
+        writer.write_scalars(step, _mean(pending))
+        pending = []
+      if step % t.eval_every == 0 or last:
+        writer.write_scalars(step, _evaluate(eval_step, state, datasets, mesh, eval_rng))
+      if sample_grid is not None and (step % t.sample_every == 0 or last):
+        _write_sample_grid(sample_grid, state, datasets, mesh, config, writer, workdir,
+                           step)
+      ckpt.maybe_save(step, state)
+      writer.flush()
+  finally:
+    ckpt.close()
+    writer.flush()
+  return state
+
+
+def _check_finite(metrics: dict[str, Any], step: int) -> None:
+  bad = {k: float(metrics[k]) for k in ('loss', 'grad_norm')
+         if not np.isfinite(metrics[k])}
+  if bad:
+    raise NonFiniteLossError(
+        f'Training diverged at step {step}: {bad}. The newest checkpoint (before this '
+        f'step) is kept; lower config.optim.lr or check the data.')
+
+
+def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
+  return {f'train_{k}' if k == 'loss' else k: float(np.mean([m[k] for m in metrics]))
+          for k in metrics[0]}
+
+
+def _evaluate(eval_step, state: ts.TrainState, datasets: input_pipeline.Datasets,
+              mesh, eval_rng: jax.Array) -> dict[str, float]:
+  """Validation loss of the EMA parameters: the same batches and noise every time."""
+  losses = []
+  for i, local in enumerate(datasets.eval_batches()):
+    batch = parallel.global_batch_from_local(local, mesh)
+    losses.append(eval_step(state, batch, jax.random.fold_in(eval_rng, i))['loss'])
+  if not losses:
+    raise ValueError('The validation stream yielded no batch (config.training.eval_batches'
+                     ' must be >= 1).')
+  return {'eval_loss': float(np.mean(jax.device_get(losses)))}
+
+
+# --- Sample grid -------------------------------------------------------------------------
+
+
+def _make_sample_grid_fn(config: ml_collections.ConfigDict, model: Any, mesh):
+  """jit((ema_params, cond, rng) -> samples), everything replicated (a few images)."""
+  from score_sde_knee import sampling  # pylint: disable=g-import-not-at-top
+  sde = ts.make_sde(config)
+  if config.method == 'unet':
+    predict = model_utils.get_predict_fn(model)
+    make = lambda p: sampling.get_sampler(config, predict_fn=lambda c: predict(p, c))
+  else:
+    score = model_utils.get_score_fn(model, sde, config.method)
+    make = lambda p: sampling.get_sampler(
+        config, score_fn=lambda x, t, c: score(p, x, t, c), sde=sde)
+  rep = parallel.replicated(mesh)
+  return jax.jit(lambda params, cond, rng: make(params)(cond, rng),
+                 in_shardings=(rep, rep, rep), out_shardings=rep)
+
+
+def _write_sample_grid(sample_grid, state: ts.TrainState,
+                       datasets: input_pipeline.Datasets, mesh,
+                       config: ml_collections.ConfigDict, writer, workdir: str,
+                       step: int) -> None:
+  """Samples from the first validation conditions; rows: condition | sample | target."""
+  n = min(config.training.num_grid_samples, config.training.batch_size)
+  local = next(iter(datasets.eval_batches()))
+  batch = parallel.global_batch_from_local(local, mesh)
+  # Slicing the global (sharded) batch inside jit yields the same conditions on every host.
+  first = jax.jit(lambda b: jax.tree.map(lambda x: x[:n], b),
+                  out_shardings=parallel.replicated(mesh))(batch)
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
+  samples = sample_grid(state.ema_params, first['cond'], jax.random.fold_in(rng, step))
+  cond, image, samples = jax.device_get((first['cond'], first['image'], samples))
+  mosaic = np.concatenate([np.concatenate([c, np.clip(s, 0, 1), x], axis=1)
+                           for c, s, x in zip(cond, samples, image)], axis=0)
+  writer.write_images(step, {'samples': mosaic[None]})
+  if jax.process_index() == 0:
+    from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
+    visualize.save_grid(os.path.join(workdir, 'samples', f'step_{step:07d}.png'),
+                        [[c, s, x] for c, s, x in zip(cond, samples, image)],
+                        col_titles=['condition', 'sample (EMA)', 'target'])
+
+
+# --- Logging -----------------------------------------------------------------------------
+
+
+def _create_writer(workdir: str, num_train_steps: int, log_every: int):
+  """clu's default writer (TensorBoard + log) and ReportProgress (steps/s, ETA).
+
+  Without the `tensorboard` package clu's writers do not import; then metrics go to the
+  log only and no ReportProgress (install tensorboard, see requirements.txt).
+  """
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    logging.warning('clu metric writers unavailable (%s): logging metrics only.', e)
+    return _LogWriter(), None
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  report = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
+                                           every_steps=log_every)
+  return writer, report
+
+
+class _LogWriter:
+  """The subset of clu's MetricWriter used here, writing to the absl log only."""
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in scalars.items()))
+
+  def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+    del step, images  # The PNG under workdir/samples/ is written anyway.
+
+  def write_hparams(self, hparams: dict[str, Any]) -> None:
+    logging.info('hparams: %s', hparams)
+
+  def flush(self) -> None:
+    pass
+
+
+def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """Nested config dict -> {'a.b': scalar}; tuples as strings (TensorBoard hparams)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v if isinstance(v, (bool, int, float, str)) else str(v)
+  return out

@@ -1,0 +1,91 @@
+"""PNG grids of radiographs and masks (data previews, training samples, Fig. 3 analogues).
+
+    python -m score_sde_knee.visualize --config=phantom_64 --out=docs/knee_drr_phantom_64.png
+"""
+import argparse
+import os
+
+import numpy as np
+
+from score_sde_knee import files
+
+
+def save_grid(path: str, rows: list[list[np.ndarray]], *, col_titles=None, row_titles=None,
+              cell_inches: float = 1.6, dpi: int = 100) -> None:
+  """Writes a grid of grayscale images in [0, 1] (each (H, W) or (H, W, 1)) as a PNG.
+
+  Masks are shown on the same [0, 1] scale as images: contour 0.5 is grey, bone 1.0 white.
+  """
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  n_rows, n_cols = len(rows), max(len(r) for r in rows)
+  fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
+                           figsize=(cell_inches * n_cols + (0.8 if row_titles else 0),
+                                    cell_inches * n_rows + (0.3 if col_titles else 0)))
+  for i, row in enumerate(rows):
+    for j in range(n_cols):
+      ax = axes[i][j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      for side in ax.spines.values():
+        side.set_visible(False)
+      if j < len(row) and row[j] is not None:
+        ax.imshow(np.squeeze(np.asarray(row[j], np.float32)), cmap='gray', vmin=0, vmax=1,
+                  interpolation='nearest')
+      if i == 0 and col_titles:
+        ax.set_title(col_titles[j], fontsize=9)
+      if j == 0 and row_titles:
+        ax.set_ylabel(row_titles[i], fontsize=8)
+  fig.tight_layout(pad=0.2)
+  with files.atomic_path(path, '.png') as tmp:
+    fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
+
+
+def data_preview(builder_config: str, out: str, *, data_dir: str | None = None,
+                 split: str = 'test', num_patients: int = 3,
+                 angles=(0.0, 90.0, 180.0)) -> str:
+  """DRR / contour / contour_bone for a few patients and angles of a built knee_drr."""
+  import tensorflow_datasets as tfds
+  from datasets.knee_drr import knee_drr_dataset_builder  # noqa: F401  (registers knee_drr)
+  builder = tfds.builder(f'knee_drr/{builder_config}', data_dir=data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'knee_drr/{builder_config} is not built in {builder.data_dir}: run '
+        f'`python -m datasets.knee_drr.build {builder_config}` first.')
+  wanted = {float(a) for a in angles}
+  found: dict[str, dict[float, dict]] = {}
+  for ex in tfds.as_numpy(builder.as_dataset(split=split)):
+    pid, ang = ex['patient_id'].decode(), float(ex['angle_deg'])
+    if ang in wanted and (pid in found or len(found) < num_patients):
+      found.setdefault(pid, {})[ang] = ex
+  rows, titles = [], []
+  for pid in sorted(found):
+    for ang in sorted(found[pid]):
+      ex = found[pid][ang]
+      rows.append([ex['image'], ex['contour'], ex['contour_bone']])
+      titles.append(f'{pid}\n{ang:.0f} deg')
+  if not rows:
+    raise ValueError(f'no views at angles {sorted(wanted)} in knee_drr/{builder_config}:{split}')
+  save_grid(out, rows, col_titles=['DRR', 'contour', 'contour + bone'], row_titles=titles)
+  return out
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description='PNG grid of DRR / contour / contour_bone.')
+  p.add_argument('--config', default='phantom_64', help='knee_drr builder config')
+  p.add_argument('--data_dir', default=None)
+  p.add_argument('--split', default='test')
+  p.add_argument('--patients', type=int, default=3)
+  p.add_argument('--angles', default='0,90,180', help='comma-separated degrees')
+  p.add_argument('--out', default=None)
+  a = p.parse_args(argv)
+  out = a.out or os.path.join('docs', f'knee_drr_{a.config}.png')
+  data_preview(a.config, out, data_dir=a.data_dir, split=a.split, num_patients=a.patients,
+               angles=tuple(float(x) for x in a.angles.split(',')))
+  print(out)
+
+
+if __name__ == '__main__':
+  main()

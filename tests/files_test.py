@@ -1,0 +1,25 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from score_sde_knee import files
+
+
+def test_write_json_and_npz_roundtrip(tmp_path):
+  files.write_json(tmp_path / 'a.json', {'x': 1})
+  assert json.loads((tmp_path / 'a.json').read_text()) == {'x': 1}
+  files.write_npz(tmp_path / 'b.npz', y=np.arange(3))
+  with np.load(tmp_path / 'b.npz') as z:
+    np.testing.assert_array_equal(z['y'], np.arange(3))
+  assert sorted(os.listdir(tmp_path)) == ['a.json', 'b.npz']  # no temp files left
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+  path = tmp_path / 'm.json'
+  files.write_json(path, {'old': True})
+  with pytest.raises(TypeError):
+    files.write_json(path, {'bad': object()})  # not JSON-serialisable, fails mid-write
+  assert json.loads(path.read_text()) == {'old': True}
+  assert os.listdir(tmp_path) == ['m.json']

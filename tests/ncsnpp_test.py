@@ -1,0 +1,145 @@
+"""Tests of the NCSN++ module: shapes, conditioning, init behaviour, the paper configuration."""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import ctm as ctm_config
+from score_sde_knee import model_utils
+from score_sde_knee import ncsnpp
+
+TINY = dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,))
+
+
+def _inputs(b=2, size=16, channels=1, seed=0):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.uniform(size=(b, size, size, channels)), jnp.float32)
+  sigma = jnp.asarray(np.geomspace(0.05, 20.0, b), jnp.float32)
+  return x, sigma
+
+
+def _init(model, x, sigma):
+  return jax.jit(model.init)(jax.random.key(0), x, sigma)['params']
+
+
+@pytest.mark.parametrize('channels,noise_conditional', [(1, True), (2, True), (1, False)])
+def test_output_shape_and_dtype(channels, noise_conditional):
+  model = ncsnpp.NCSNpp(**TINY, noise_conditional=noise_conditional,
+                        scale_by_sigma=noise_conditional, out_channels=1)
+  x, sigma = _inputs(channels=channels)
+  sigma = sigma if noise_conditional else None
+  params = _init(model, x, sigma)
+  y = model.apply({'params': params}, x, sigma)
+  assert y.shape == (2, 16, 16, 1) and y.dtype == jnp.float32
+  assert np.all(np.isfinite(y))
+  has_embedding = 'GaussianFourierProjection_0' in params
+  assert has_embedding == noise_conditional
+
+
+def test_init_scale_zero_gives_near_zero_output_and_one_does_not():
+  x, sigma = _inputs()
+  for init_scale, small in ((0.0, True), (1.0, False)):
+    model = ncsnpp.NCSNpp(**TINY, init_scale=init_scale, scale_by_sigma=False)
+    y = model.apply({'params': _init(model, x, sigma)}, x, sigma)
+    assert (float(jnp.max(jnp.abs(y))) < 1e-3) == small, (init_scale, float(jnp.abs(y).max()))
+
+
+def test_scale_by_sigma_divides_by_sigma():
+  x, sigma = _inputs(b=3)
+  plain = ncsnpp.NCSNpp(**TINY, init_scale=1.0, scale_by_sigma=False)
+  params = _init(plain, x, sigma)
+  scaled = plain.clone(scale_by_sigma=True)
+  y_plain = np.asarray(plain.apply({'params': params}, x, sigma), np.float64)
+  y_scaled = np.asarray(scaled.apply({'params': params}, x, sigma), np.float64)
+  expected = y_plain / np.asarray(sigma, np.float64)[:, None, None, None]
+  np.testing.assert_allclose(y_scaled, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_output_depends_on_sigma_only_when_noise_conditional():
+  x, sigma = _inputs()
+  cond = ncsnpp.NCSNpp(**TINY, init_scale=1.0, scale_by_sigma=False)
+  params = _init(cond, x, sigma)
+  a = cond.apply({'params': params}, x, sigma)
+  b = cond.apply({'params': params}, x, sigma * 3.0)
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+  unet = ncsnpp.NCSNpp(**TINY, init_scale=1.0, noise_conditional=False, scale_by_sigma=False)
+  params = _init(unet, x, None)
+  np.testing.assert_array_equal(unet.apply({'params': params}, x, None),
+                                unet.apply({'params': params}, x, sigma))
+
+
+def test_attention_blocks_sit_at_the_requested_resolutions():
+  x, sigma = _inputs()
+
+  def n_attn(attn_resolutions):
+    model = ncsnpp.NCSNpp(**{**TINY, 'attn_resolutions': attn_resolutions})
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x, sigma)['params']
+    return sum(k.startswith('AttnBlock_') for k in shapes)
+
+  # Middle block always; at 8 px: one per down block + one after the up blocks.
+  assert n_attn(()) == 1
+  assert n_attn((8,)) == 1 + 1 + 1
+  # At 16 px likewise (the first level).
+  assert n_attn((16,)) == 1 + 1 + 1
+  assert n_attn((8, 16)) == 5
+
+
+def test_dropout_is_active_only_in_training():
+  x, sigma = _inputs()
+  model = ncsnpp.NCSNpp(**TINY, dropout=0.5, init_scale=1.0, scale_by_sigma=False)
+  params = _init(model, x, sigma)
+  eval_a = model.apply({'params': params}, x, sigma, train=False)
+  eval_b = model.apply({'params': params}, x, sigma, train=False)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  rngs = {'dropout': jax.random.key(1)}
+  train = model.apply({'params': params}, x, sigma, train=True, rngs=rngs)
+  assert float(jnp.max(jnp.abs(train - eval_a))) > 1e-4
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('progressive', 'residual', 'progressive'),
+    ('progressive_input', 'residual', 'progressive_input'),
+    ('resblock_type', 'ddpm', 'resblock_type'),
+    ('progressive_combine', 'max', 'progressive_combine'),
+])
+def test_unsupported_options_raise(field, value, match):
+  model = ncsnpp.NCSNpp(**{**TINY, field: value})
+  x, sigma = _inputs()
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(model.init, jax.random.key(0), x, sigma)
+
+
+def test_bad_inputs_raise():
+  model = ncsnpp.NCSNpp(**TINY)
+  x, sigma = _inputs()
+  with pytest.raises(ValueError, match='divisible'):
+    jax.eval_shape(model.init, jax.random.key(0), x[:, :15, :15], sigma)
+  with pytest.raises(ValueError, match='sigma'):
+    jax.eval_shape(model.init, jax.random.key(0), x, None)
+  with pytest.raises(ValueError, match='scale_by_sigma'):
+    jax.eval_shape(ncsnpp.NCSNpp(**TINY, noise_conditional=False).init, jax.random.key(0),
+                   x, None)
+
+
+# SLOW (about a minute on 2 busy CPU cores): the paper configuration, built and run once.
+def test_paper_config_one_forward_pass():
+  config = ctm_config.get_config()
+  assert config.data.image_size == 256 and config.model.nf == 64
+  model = model_utils.create_model(config)
+  start = time.perf_counter()
+  params = model_utils.init_params(model, jax.random.key(0), config)
+  n_params = model_utils.count_params(params)
+  x = jnp.full((1, 256, 256, 2), 0.5, jnp.float32)
+  sigma = jnp.asarray([1.0], jnp.float32)
+  y = jax.jit(model.apply)({'params': params}, x, sigma)
+  y.block_until_ready()
+  elapsed = time.perf_counter() - start
+  print(f'paper NCSN++ (CTM): {n_params:,} parameters, init + compile + forward {elapsed:.1f} s')
+  assert y.shape == (1, 256, 256, 1)
+  assert np.all(np.isfinite(y))
+  # Six levels of 64..256 channels with two BigGAN blocks each: tens of millions.
+  assert 10e6 < n_params < 60e6
+  # Attention at 16 px: after each of the 2 down blocks, the middle (8 px), once going up.
+  assert sum(k.startswith('AttnBlock_') for k in params) == 1 + 2 + 1
