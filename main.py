@@ -22,6 +22,13 @@ flags.DEFINE_string('masks', None, 'sample: a mask file (PNG/NPY), a folder, or 
 flags.DEFINE_string('out', None, 'sample: output folder.')
 flags.DEFINE_integer('num_samples', 1, 'sample: samples per mask.')
 flags.DEFINE_integer('seed', 0, 'sample: first seed.')
+flags.DEFINE_bool('resize', False, 'sample: resize masks of another size (nearest neighbour).')
+flags.DEFINE_bool('snap', False, 'sample: round mask values to the nearest label the model '
+                  'takes ({0, 0.5} for a contour model, else {0, 0.5, 1}).')
+flags.DEFINE_string('export_tfds', None, 'sample: also store the outputs as the TFDS data '
+                    'set knee_drr_synthetic in this data dir (contour_bone masks only).')
+flags.DEFINE_enum('condition', None, ['contour', 'contour_bone'],
+                  'eval/sample: the condition (default: the training one; csm: either).')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
 
 
@@ -35,6 +42,8 @@ def _run(_):
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
   config = _config()
+  if FLAGS.condition:
+    config.eval.condition = FLAGS.condition
   if FLAGS.mode == 'build':
     from datasets.knee_drr import build
     build.build(config.data.builder_config, config.data.data_dir or None)
@@ -47,7 +56,8 @@ def _run(_):
   elif FLAGS.mode == 'sample':
     from score_sde_knee import generate
     generate.generate(config, FLAGS.workdir, masks=FLAGS.masks, out=FLAGS.out,
-                      num_samples=FLAGS.num_samples, seed=FLAGS.seed)
+                      num_samples=FLAGS.num_samples, seed=FLAGS.seed, snap=FLAGS.snap,
+                      resize=FLAGS.resize, tfds_dir=FLAGS.export_tfds)
 
 
 def main(argv):

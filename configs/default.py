@@ -73,18 +73,25 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   o.grad_clip = 1.0
 
   c.sampling = p = ml_collections.ConfigDict()
-  p.method = 'pc'                   # pc (predictor-corrector).
+  p.method = 'pc'                   # pc (predictor-corrector) | heun | dpm2 (PF-ODE, EDM).
   p.snr = 0.4                       # Langevin corrector signal-to-noise ratio (paper).
   p.n_steps_each = 1                # Corrector steps per predictor step.
   p.order = 'predictor_first'       # Paper; 'corrector_first' is score_sde's order.
   p.per_sample_step = False         # Corrector step size per sample instead of batch-wide.
   p.t0 = 0.4                        # CSM (SDEdit) start time.
   p.eps = 1e-5                      # Last time of the grid.
+  p.ode_steps = 18                  # heun / dpm2: N noise levels, NFE = 2N - 1 (EDM: 18).
+  p.rho = 7.0                       # heun / dpm2: EDM schedule exponent.
+  p.s_churn = 0.0                   # heun / dpm2: EDM stochasticity; 0 = deterministic ODE.
+  p.s_tmin = 0.0                    # Churn only where s_tmin <= sigma <= s_tmax.
+  p.s_tmax = float('inf')           # Below sigma_max keeps the score's t inside (0, 1].
+  p.s_noise = 1.0                   # Churn noise scale (EDM: 1.003 on ImageNet).
 
   c.eval = e = ml_collections.ConfigDict()
   e.batch_size = 16
   e.split = 'test'
   e.num_images = 0                  # 0 = whole split.
+  e.condition = ''                  # '' = config.condition; CSM: either (one model, both).
 
   _apply_scale(c, scale)
   return c

@@ -22,9 +22,9 @@ from score_sde_knee import run_config
 CONFIG_FILE = run_config.CONFIG_FILE
 KEPT_DIR = 'checkpoints'
 PREEMPTION_DIR = 'preemption'
-# Fields that must match between a workdir's saved config and the config resuming it:
-# anything else (e.g. num_train_steps) may change between runs.
-_MUST_MATCH = ('method', 'condition')
+# What must match between a workdir's saved config and the config resuming it (the
+# checkpoints' meaning and shapes); anything else (e.g. num_train_steps) may change.
+_MUST_MATCH = ('method', 'condition', 'model', 'data.image_size')
 
 
 class Checkpoints:
@@ -65,7 +65,8 @@ class Checkpoints:
 
   def maybe_save(self, step: int, state: Any) -> None:
     """Saves after update `step` when a kept or a preemption checkpoint is due."""
-    if step % self.checkpoint_every == 0 or step == self.num_train_steps:
+    if (self.checkpoint_every > 0 and step % self.checkpoint_every == 0
+        or step == self.num_train_steps):
       self.kept.save(step, args=ocp.args.StandardSave(state), force=True)
     elif self.preemption_every > 0 and step % self.preemption_every == 0:
       self.preemption.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -89,12 +90,17 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> No
       try:
         saved = json.load(f)
       except json.JSONDecodeError as e:
-        raise ValueError(f'{path} is not valid JSON ({e}); it should hold the run config.') from None
+        raise ValueError(f'{path} is not valid JSON ({e}); it should hold the run '
+                         'config.') from None
+    current = json.loads(config.to_json())
     for key in _MUST_MATCH:
-      if saved.get(key) != config.get(key):
+      if key == 'condition' and config.method == 'csm':
+        continue  # CSM's model is unconditional: one run serves both conditions.
+      was, now = _get(saved, key), _get(current, key)
+      if was != now:
         raise ValueError(
-            f'The workdir {workdir} holds a run with {key}={saved.get(key)!r} ({path}), '
-            f'but the config asks for {key}={config.get(key)!r}. Use another --workdir.')
+            f'The workdir {workdir} holds a run with {key}={was!r} ({path}), but the config '
+            f'asks for {key}={now!r}. Use another --workdir.')
     return
   if _has_checkpoints(workdir):
     raise ValueError(
@@ -102,6 +108,12 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> No
         f'method they belong to. Use another --workdir.')
   if jax.process_index() == 0:
     run_config.save(config, workdir)
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+  for k in dotted.split('.'):
+    d = d.get(k) if isinstance(d, dict) else None
+  return d
 
 
 def _has_checkpoints(workdir: str) -> bool:

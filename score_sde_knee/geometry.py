@@ -135,7 +135,8 @@ def plot(path: str, geometry: ConeBeamGeometry = ConeBeamGeometry(),
   half_u = 0.5 * g.detector_cols * g.pixel_pitch_mm
   half_v = 0.5 * g.detector_rows * g.pixel_pitch_mm
   vz, vy, vx = (0.5 * s for s in volume_mm)
-  fig, (top, side) = plt.subplots(1, 2, figsize=(12, 6))
+  fig, (top, side) = plt.subplots(1, 2, figsize=(13, 6),
+                                  gridspec_kw=dict(width_ratios=(1, 1.3)))
 
   # Top view (looking down -z): orbit, source and detector at theta = 0 and 90 deg.
   circle = np.linspace(0, 2 * np.pi, 200)
@@ -152,18 +153,21 @@ def plot(path: str, geometry: ConeBeamGeometry = ConeBeamGeometry(),
     for e in ends:
       top.plot(*zip(src, e), color='tab:orange', lw=0.8, alpha=alpha)
     top.plot(*src, 'o', color='tab:red', alpha=alpha)
-    top.annotate(f'source {theta:g} deg', src, textcoords='offset points', xytext=(8, -12),
-                 alpha=alpha)
+    top.annotate(f'source {theta:g} deg', src, textcoords='offset points',
+                 xytext=(8, -12) if theta == 0.0 else (-40, 12), alpha=alpha)
     top.annotate(f'detector {theta:g} deg', det_c, textcoords='offset points',
-                 xytext=(8, 8), alpha=alpha)
+                 xytext=(-40, 12) if theta == 0.0 else (8, 8), alpha=alpha)
     if theta == 0.0:
-      top.annotate('', det_c + 0.8 * half_u * e_u, det_c,
+      top.annotate('', det_c + 0.9 * half_u * e_u, det_c,
                    arrowprops=dict(arrowstyle='->', color='k'))
-      top.annotate('col +', det_c + 0.8 * half_u * e_u, textcoords='offset points',
-                   xytext=(0, 8))
-  top.annotate('', (r_src * math.cos(-0.9), r_src * math.sin(-0.9)),
-               (r_src * math.cos(-1.45), r_src * math.sin(-1.45)),
-               arrowprops=dict(arrowstyle='->', color='gray', lw=1.5))
+      top.annotate('column index', det_c + 0.9 * half_u * e_u, textcoords='offset points',
+                   xytext=(6, -14))
+  top.annotate('', (r_src * math.cos(-0.75), r_src * math.sin(-0.75)),
+               (r_src * math.cos(-1.35), r_src * math.sin(-1.35)),
+               arrowprops=dict(arrowstyle='->', color='gray', lw=1.5,
+                               connectionstyle='arc3,rad=0.15'))
+  top.text(r_src * math.cos(-1.0) * 1.08, r_src * math.sin(-1.0) * 1.08, 'theta',
+           color='gray')
   top.text(0, 0, '+ isocentre', va='center')
   top.set(xlabel='x (mm)', ylabel='y (mm)', aspect='equal',
           title='Orbit seen from +z (theta counter-clockwise)')
@@ -176,16 +180,17 @@ def plot(path: str, geometry: ConeBeamGeometry = ConeBeamGeometry(),
     side.plot([top_src, det_x], [0, v], color='tab:orange', lw=0.8)
   side.plot(top_src, 0, 'o', color='tab:red')
   side.annotate('row 0 (top, +z)', (det_x, half_v), textcoords='offset points',
-                xytext=(-40, 8))
+                xytext=(-90, 8))
   side.annotate(f'row {g.detector_rows - 1}', (det_x, -half_v), textcoords='offset points',
-                xytext=(-20, -16))
-  side.text(0, vz + 8, 'femur (+z)', ha='center')
-  side.text(0, -vz - 18, 'tibia (-z)', ha='center')
+                xytext=(-50, -14))
+  side.text(0, vz - 22, 'femur (+z)', ha='center')
+  side.text(0, -vz + 10, 'tibia (-z)', ha='center')
   side.text(0, 0, '+ isocentre', va='center')
   fov_h, fov_w = g.field_of_view_mm
   side.set(xlabel='y at theta = 0 (mm, along the beam)', ylabel='z (mm)', aspect='equal',
-           title=f'Side view: SDD {sdd:g}, SID {r_src:g} mm, {g.detector_rows}x'
-                 f'{g.detector_cols} x {g.pixel_pitch_mm:g} mm, FOV {fov_w:.0f} mm')
+           title=f'Side view at theta = 0: source-detector {sdd:g} mm, source-isocentre '
+                 f'{r_src:g} mm,\n{g.detector_rows} x {g.detector_cols} pixels of '
+                 f'{g.pixel_pitch_mm:g} mm, field of view {fov_w:.0f} mm at the isocentre')
   side.set_ylim(-half_v - 60, half_v + 60)
   fig.tight_layout()
   with files.atomic_path(path, '.png') as tmp:

@@ -130,7 +130,8 @@ def _options() -> tf.data.Options:
 
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   # Importing the builder module registers 'knee_drr' with TFDS.
-  import datasets.knee_drr.knee_drr_dataset_builder  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  import datasets.knee_drr.knee_drr_dataset_builder
   name = f'{config.data.name}/{config.data.builder_config}'
   return tfds.builder(name, data_dir=config.data.data_dir or None)
 
@@ -138,7 +139,7 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 def _read(builder: tfds.core.DatasetBuilder, split: str,
           config: ml_collections.ConfigDict) -> tf.data.Dataset:
   """One pass over `split` in file order, mapped to {'image', 'cond'}."""
-  read_config = tfds.ReadConfig(options=_options(), shuffle_seed=config.seed)
+  read_config = tfds.ReadConfig(options=_options())
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
   except AssertionError as e:

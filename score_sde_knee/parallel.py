@@ -25,7 +25,7 @@ DATA_AXIS = 'data'
 ENV_COORDINATOR = 'JAX_COORDINATOR_ADDRESS'   # host:port of process 0.
 ENV_NUM_PROCESSES = 'JAX_NUM_PROCESSES'       # Total number of processes.
 ENV_PROCESS_ID = 'JAX_PROCESS_ID'             # This process's index, 0..N-1.
-ENV_AUTO = 'SCORE_SDE_KNEE_DISTRIBUTED'       # '1': let JAX detect the cluster (SLURM, TPU, ...).
+ENV_AUTO = 'SCORE_SDE_KNEE_DISTRIBUTED'       # '1': JAX detects the cluster (SLURM, TPU).
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,

@@ -3,15 +3,18 @@
 The public entry point is `project`. Geometry conventions are those of
 `score_sde_knee.geometry` (source orbit in z = 0, row 0 = top = largest z).
 
-How it works, and why it is fast on a CPU: for each view the volume is cut into the planes
-of the array axis (y or x) closest to the beam direction. Every ray crosses each plane once;
-there it is sampled bilinearly in the plane, weighted by the ray's length between two
-planes. A detector column's rays all lie in one vertical plane through the source, so in a
-volume slice they cross the same horizontal position and differ only in height: one gather
-of two contiguous z-lines per column and slice, then a two-tap interpolation along z per
-pixel. The samples are exactly the ones inside the volume's bounding box along the
-stepping axis, one per voxel layer (Joseph 1982), so no work is spent on air in front of or
-behind the volume.
+How it works, and why it is fast on a CPU (Joseph 1982, in the layout below): for each
+view the volume is cut into the voxel layers of the array axis (y or x) closest to the
+beam direction. Every ray crosses each layer once; there it is sampled bilinearly and
+weighted by the ray's length between two layers. A detector column's rays lie in one
+vertical plane through the source, so in a layer they share the horizontal position and
+differ only in height: the volume is stored (stepping axis, other axis, z) with contiguous
+z-lines, and a sample costs four loads and a few flops. Work is bounded to where it
+matters: layers of pure air before and behind the object are skipped (exactly, with
+data-dependent loop bounds and no recompilation), and at 1 mm voxels pairs of layers
+are averaged and sampled once (`max_step_mm`), which halves the work for a second-order
+blur along the ray. Views run in chunks of `view_chunk`, so memory stays a few copies of
+the volume whatever the number of views.
 """
 from collections.abc import Sequence
 import functools
@@ -53,8 +56,8 @@ def project(volume, spacing_mm: Sequence[float],
       the ray (relative L2 error vs exact integrals 0.52 % instead of 0.46 % on the
       benchmark phantom). 0 (or anything below the voxel size) samples every layer.
     view_chunk: views processed together; only memory and speed depend on it, not the
-      result. Working memory is about view_chunk * cols * (nz + rows) * 8 bytes beyond
-      three float32 copies of the volume.
+      result. Working memory is about view_chunk * rows * cols * 8 bytes beyond three
+      float32 copies of the volume (as given, transposed and padded, layers merged).
 
   Returns:
     (views, rows, cols) float32 line integrals (dimensionless: 1/mm times mm, no exp()),
@@ -62,6 +65,9 @@ def project(volume, spacing_mm: Sequence[float],
     i.e. along +x at 0 deg. A ray's samples are taken where it crosses the voxel layers
     of the axis (y or x) closest to its view's beam direction, with bilinear
     interpolation in the layer; outside the volume the attenuation is 0.
+
+  May be called inside jax.jit with a traced volume (geometry and angles stay static);
+  not reverse-differentiable, since the loop over layers has data-dependent bounds.
 
   Raises:
     ValueError: on a volume that is not 3-D, non-positive spacing, non-finite offsets or
@@ -78,7 +84,8 @@ def project(volume, spacing_mm: Sequence[float],
     raise ValueError(f'project: view_chunk must be an integer >= 1, got {view_chunk!r}')
   if not (isinstance(max_step_mm, (int, float, np.number)) and math.isfinite(max_step_mm)
           and max_step_mm >= 0):
-    raise ValueError(f'project: max_step_mm must be a finite number >= 0, got {max_step_mm!r}')
+    raise ValueError(
+        f'project: max_step_mm must be a finite number >= 0, got {max_step_mm!r}')
   if angles_deg is None:
     angles_deg = geometry.angles_deg()
   try:
@@ -105,18 +112,21 @@ def project(volume, spacing_mm: Sequence[float],
               (2, 1, 0), (ox, sx, nx), (oy, sy, ny)),
   }
   v, u = geometry.detector_coords_mm()
-  out = jnp.zeros((angles.size, geometry.detector_rows, geometry.detector_cols), jnp.float32)
+  out = jnp.zeros((angles.size, geometry.detector_rows, geometry.detector_cols),
+                  jnp.float32)
   for key, (params, axes, (oa, da, na), (ob, db, nb)) in frames.items():
     index = np.flatnonzero(along_y == key)
     if index.size == 0:
       continue
     grid = np.array([oa - 0.5 * (na - 1) * da, da, ob - 0.5 * (nb - 1) * db, db,
                      oz - 0.5 * (nz - 1) * sz, sz], np.float32)
-    images = _project_group(volume, jnp.asarray(params[index], jnp.float32),
+    # Transposed outside the jit so that both groups share one compilation when nx == ny.
+    images = _project_group(jnp.transpose(volume, axes),
+                            jnp.asarray(params[index], jnp.float32),
                             jnp.asarray(grid), jnp.asarray(u, jnp.float32),
                             jnp.asarray(v, jnp.float32),
                             jnp.float32(geometry.source_to_detector_mm),
-                            axes=axes, merge=max(1, int(max_step_mm / da + 1e-6)),
+                            merge=max(1, int(max_step_mm / da + 1e-6)),
                             chunk=int(min(view_chunk, index.size)))
     out = out.at[index].set(images)
   return out
@@ -126,8 +136,10 @@ def _triple(name: str, values, positive: bool) -> tuple[float, float, float]:
   try:
     triple = tuple(float(x) for x in values)
   except (TypeError, ValueError) as e:
-    raise ValueError(f'project: {name} must be 3 numbers (z, y, x) in mm, got {values!r}') from e
-  ok = len(triple) == 3 and all(math.isfinite(x) and (x > 0 or not positive) for x in triple)
+    raise ValueError(
+        f'project: {name} must be 3 numbers (z, y, x) in mm, got {values!r}') from e
+  ok = len(triple) == 3 and all(
+      math.isfinite(x) and (x > 0 or not positive) for x in triple)
   if not ok:
     kind = 'positive finite' if positive else 'finite'
     raise ValueError(f'project: {name} must be 3 {kind} numbers (z, y, x) in mm, got '
@@ -135,14 +147,13 @@ def _triple(name: str, values, positive: bool) -> tuple[float, float, float]:
   return triple
 
 
-@functools.partial(jax.jit, static_argnames=('axes', 'merge', 'chunk'))
-def _project_group(volume: jax.Array, params: jax.Array, grid: jax.Array, u: jax.Array,
-                   v: jax.Array, sdd: jax.Array, *, axes: tuple[int, int, int], merge: int,
-                   chunk: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=('merge', 'chunk'))
+def _project_group(slab: jax.Array, params: jax.Array, grid: jax.Array, u: jax.Array,
+                   v: jax.Array, sdd: jax.Array, *, merge: int, chunk: int) -> jax.Array:
   """Views that step along one horizontal axis a (y or x; b is the other one).
 
-  volume: (nz, ny, nx); axes: the transpose that makes it (na, nb, nz), the stepping axis
-  first and z last so that z-lines are contiguous. merge: layers averaged per sample.
+  slab: (na, nb, nz), the volume with the stepping axis first and z last so that z-lines
+  are contiguous. merge: layers averaged per sample.
   params: (V, 6) per view: source (a, b), beam direction (a, b), column direction (a, b).
   grid: first voxel centre and spacing along a, b and z (mm). u: (cols,), v: (rows,).
   Returns (V, rows, cols).
@@ -156,8 +167,7 @@ def _project_group(volume: jax.Array, params: jax.Array, grid: jax.Array, u: jax
   # Averaging groups of `merge` consecutive layers and sampling the average at the group's
   # centre plane moves each layer's sample by at most (merge - 1) / 2 layers along the
   # ray; the moves are symmetric, so the error they add is second order (a slight blur).
-  na = volume.shape[axes[0]]
-  slab = jnp.pad(jnp.transpose(volume, axes), ((0, -na % merge), (1, 1), (1, 1)))
+  slab = jnp.pad(slab, ((0, -slab.shape[0] % merge), (1, 1), (1, 1)))
   slab = slab.reshape(-1, merge, *slab.shape[1:]).mean(axis=1)
   grid = grid.at[0].add(0.5 * (merge - 1) * grid[1]).at[1].multiply(float(merge))
   # Layers of pure air add nothing: the loop runs from the first to the last layer with
@@ -180,6 +190,8 @@ def _project_view(slab, first, stop, grid, u, v, sdd, p):
   d_b = sdd * ed_b + u * eu_b
   max_b = slab.shape[1] - 1.0
   max_z = slab.shape[2] - 1.0
+  vz = v / step_z
+  z_shift = 1.0 - z0 / step_z  # z index (in the padded slab) = t * vz + z_shift.
 
   def layer(index, acc):
     sl = lax.dynamic_index_in_dim(slab, index, keepdims=False)  # (nb + 2, nz + 2)
@@ -191,12 +203,14 @@ def _project_view(slab, first, stop, grid, u, v, sdd, p):
     b_lo = jnp.minimum(jnp.floor(b), max_b - 1.0)
     w_b = (b - b_lo)[:, None]
     i = b_lo.astype(jnp.int32)
-    lines = sl[i] * (1.0 - w_b) + sl[i + 1] * w_b  # (cols, nz + 2)
-    z = jnp.clip((t[:, None] * v[None, :] - z0) / step_z + 1.0, 0.0, max_z)  # (cols, rows)
+    # Indices are clipped above, so the gathers skip XLA's bounds handling (~15 % faster).
+    lines = (sl.at[i].get(mode='promise_in_bounds') * (1.0 - w_b)
+             + sl.at[i + 1].get(mode='promise_in_bounds') * w_b)  # (cols, nz + 2)
+    z = jnp.clip(t[:, None] * vz[None, :] + z_shift, 0.0, max_z)  # (cols, rows)
     z_lo = jnp.minimum(jnp.floor(z), max_z - 1.0)
     k = z_lo.astype(jnp.int32)
-    lo = jnp.take_along_axis(lines, k, axis=1)
-    hi = jnp.take_along_axis(lines, k + 1, axis=1)
+    lo = jnp.take_along_axis(lines, k, axis=1, mode='promise_in_bounds')
+    hi = jnp.take_along_axis(lines, k + 1, axis=1, mode='promise_in_bounds')
     return acc + lo + (hi - lo) * (z - z_lo)
 
   acc = lax.fori_loop(first, stop, layer, jnp.zeros((u.shape[0], v.shape[0]), jnp.float32))

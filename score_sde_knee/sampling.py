@@ -13,16 +13,17 @@ Which noise level the score sees (checked against score_sde's `sampling.py`,
     sigma_i to sigma_{i+1}. score_sde evaluates the network at the continuous t_i too, but
     takes the step's variance from its discrete table, sigma_min (sigma_max /
     sigma_min)^(k / (N-1)) with k = floor(t_i (N-1)), i.e. a grid that ends at sigma_min
-    instead of sigma(eps); the two differ by a factor (sigma_max / sigma_min)^eps (1.0001
-    here). We use sigma(t_i) for both, so the step matches the score.
+    instead of sigma(eps); the two differ by a factor (sigma_max / sigma_min)^eps
+    (1.0001 for the paper's values). We use sigma(t_i) for both, so step and score agree.
   * Corrector before predictor step i: the score at t_i, again the level x is at.
     'corrector_first' (score_sde's order): C(t_0) P(t_0) C(t_1) P(t_1) ... C(t_{N-1})
     P(t_{N-1}). 'predictor_first' (the paper: the corrector follows the reverse-SDE step):
     P(t_0) C(t_1) P(t_1) ... C(t_{N-1}) P(t_{N-1}); each predictor step to sigma_{i+1} is
     followed by a corrector at sigma_{i+1}, except the last one, which lands on sigma_N = 0
-    where no score exists. (Swapping score_sde's two calls instead would run the corrector
-    with the score of the level one step above where x is, and once more on the
-    noise-free result.)
+    where no score exists: N + (N-1) n_corrector score evaluations, against N (1 +
+    n_corrector) for 'corrector_first'. (Merely swapping score_sde's two calls would give
+    each corrector the score of the level one step above where x is, and end with a
+    Langevin step on a state at sigma_N = 0, returning its only partly denoised mean.)
   * The result is the last predictor's noise-free mean, x + sigma_{N-1}^2 s(x, t_{N-1}).
 
 Randomness: step i draws its noise from `fold_in(rng, i)`, split into (predictor key,
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from score_sde_knee import fast_sampling
 from score_sde_knee import sde as sde_lib
 
 Array = jax.Array
@@ -51,6 +53,7 @@ SampleFn = Callable[[Array, Array], Array]
 
 ORDERS = ('predictor_first', 'corrector_first')
 METHODS = ('csm', 'ctm', 'unet')
+SAMPLING_METHODS = ('pc',) + fast_sampling.SOLVERS  # config.sampling.method.
 
 
 def _check_pc_args(t_start: float, eps: float, n_steps: int, snr: float,
@@ -79,7 +82,7 @@ def _langevin_step_size(score: Array, z: Array, snr: float, per_sample: bool) ->
   noise_norm = _per_example_norm(z)
   if not per_sample:
     # score_sde: means of the per-example norms over the whole (global) batch.
-    score_norm = jnp.broadcast_to(jnp.sqrt(jnp.mean(score_norm**2)), score_norm.shape)
+    score_norm = jnp.broadcast_to(jnp.mean(score_norm), score_norm.shape)
     noise_norm = jnp.broadcast_to(jnp.mean(noise_norm), noise_norm.shape)
   return 2.0 * jnp.square(snr * noise_norm / score_norm)
 
@@ -215,10 +218,12 @@ def get_sampler(config: ml_collections.ConfigDict, *,
                 sde: sde_lib.VESDE | None = None) -> SampleFn:
   """The one dispatch on config.method: returns sample(cond, rng) -> (B, H, W, 1) images.
 
-  Uses config.sampling (snr, n_steps_each, order, per_sample_step, t0, eps) and
-  config.sde.num_scales as N. csm and ctm need score_fn (a closure over parameters);
-  unet needs predict_fn and ignores rng. sde defaults to the VESDE of config.sde. The
-  returned function is pure; the caller jits it.
+  For csm and ctm, config.sampling.method picks the solver: 'pc' uses config.sampling
+  (snr, n_steps_each, order, per_sample_step, t0, eps) and config.sde.num_scales as N;
+  'heun' / 'dpm2' (fast_sampling.py) use (ode_steps, rho, s_churn, s_tmin, s_tmax,
+  s_noise, t0). csm and ctm need score_fn (a closure over parameters); unet needs
+  predict_fn and ignores rng. sde defaults to the VESDE of config.sde. The returned
+  function is pure; the caller jits it. fast_sampling.nfe(config) counts its evaluations.
   """
   method = config.method
   if method not in METHODS:
@@ -231,12 +236,26 @@ def get_sampler(config: ml_collections.ConfigDict, *,
   if score_fn is None:
     raise ValueError(f'get_sampler: config.method={method!r} needs score_fn')
   p = config.sampling
-  if p.method != 'pc':
-    raise ValueError(f"config.sampling.method must be 'pc', got {p.method!r}")
+  if p.method not in SAMPLING_METHODS:
+    raise ValueError(
+        f'config.sampling.method must be one of {SAMPLING_METHODS}, got {p.method!r}')
   if sde is None:
     sde = sde_lib.VESDE(sigma_min=float(config.sde.sigma_min),
                         sigma_max=float(config.sde.sigma_max),
                         num_scales=int(config.sde.num_scales))
+  if p.method in fast_sampling.SOLVERS:
+    ode_kwargs = dict(n_steps=int(p.ode_steps), rho=float(p.rho), solver=str(p.method),
+                      s_churn=float(p.s_churn), s_tmin=float(p.s_tmin),
+                      s_tmax=float(p.s_tmax), s_noise=float(p.s_noise))
+    # Fail at construction rather than at the first (jitted) call.
+    fast_sampling.check_ode_args(
+        sde, float(p.t0) if method == 'csm' else 1.0, **{
+            k: ode_kwargs[k] for k in ('n_steps', 'rho', 'solver', 's_churn', 's_noise')})
+    if method == 'ctm':
+      return lambda cond, rng: fast_sampling.ode_ctm_sample(score_fn, sde, cond, rng,
+                                                            **ode_kwargs)
+    return lambda cond, rng: fast_sampling.ode_csm_sample(score_fn, sde, cond, rng,
+                                                          t0=float(p.t0), **ode_kwargs)
   pc_kwargs = dict(eps=float(p.eps), n_steps=int(config.sde.num_scales), snr=float(p.snr),
                    n_corrector=int(p.n_steps_each), order=str(p.order),
                    per_sample_step=bool(p.per_sample_step))

@@ -53,8 +53,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(workdir, exist_ok=True)
   checkpointing.check_and_save_config(config, workdir)
   t = config.training
-  mesh = parallel.make_mesh()
   parallel.check_batch(t.batch_size)
+  mesh = parallel.make_mesh()
   model = model_utils.create_model(config)
 
   ckpt = checkpointing.Checkpoints(workdir, config)
@@ -96,20 +96,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if report_progress is not None:
         report_progress(step)
       last = step == t.num_train_steps
-      if step % t.log_every == 0 or last:
+      if _due(step, t.log_every) or last:
         writer.write_scalars(step, _mean(pending))
         pending = []
-      if step % t.eval_every == 0 or last:
+      if _due(step, t.eval_every) or last:
         writer.write_scalars(step, _evaluate(eval_step, state, datasets, mesh, eval_rng))
-      if sample_grid is not None and (step % t.sample_every == 0 or last):
+      if sample_grid is not None and (_due(step, t.sample_every) or last):
         _write_sample_grid(sample_grid, state, datasets, mesh, config, writer, workdir,
                            step)
       ckpt.maybe_save(step, state)
-      writer.flush()
   finally:
     ckpt.close()
     writer.flush()
   return state
+
+
+def _due(step: int, every: int) -> bool:
+  """Whether a periodic action with period `every` (0 = never) runs after `step`."""
+  return every > 0 and step % every == 0
 
 
 def _check_finite(metrics: dict[str, Any], step: int) -> None:
@@ -200,7 +204,7 @@ def _create_writer(workdir: str, num_train_steps: int, log_every: int):
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
-                                           every_steps=log_every)
+                                           every_steps=log_every or None)
   return writer, report
 
 

@@ -1,0 +1,374 @@
+"""Paper Table I evaluation: one sample per test image, MAE / PSNR / SSIM / Dice, resumable.
+
+    python main.py --mode=eval --workdir=runs/ctm_c                        # saved config
+    python main.py --mode=eval --workdir=runs/csm --condition=contour_bone # CSM: either one
+
+Output, one folder per condition (one unconditional CSM model serves both conditions, so
+its workdir holds two; every other method holds the one it was trained on):
+  workdir/eval/<condition>/batches/batch_00012.npz  finished batches (samples, metrics)
+  workdir/eval/<condition>/metrics.json             summary + per-image metrics
+  workdir/eval/<condition>/samples.npz              'samples' (n, H, W, 1), 'indices' (n,)
+
+Images: the config.eval.split of knee_drr in file order (deterministic), the first
+config.eval.num_images of them (0 = all), resized to config.data.image_size as in
+training. Batch b (config.eval.batch_size images, the last one padded and the padding
+dropped) is sampled with key fold_in(fold_in(PRNGKey(config.seed), _EVAL_STREAM), b):
+a sample depends on (checkpoint, condition, seed, batch size) only, not on the device
+count (checked with 1 and 2 devices), so an interrupted
+evaluation resumes at the next unfinished batch and ends with the same numbers. A batch
+file is reused only if it was made with the same checkpoint step, sampler settings and
+images (its `fingerprint`); otherwise it is sampled again.
+
+Metrics per image (float64, `metrics`): MAE and PSNR (data range 1) against the true
+DRR, SSIM (skimage's definition), Dice of the sample's contour (> 0.1) with the
+condition's; for contour_bone also Dice of the sample's bone region (Otsu within the
+body) with the condition's bone, and that Dice for the true DRR as its reference.
+"""
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from score_sde_knee import checkpointing
+from score_sde_knee import files
+from score_sde_knee import metrics
+from score_sde_knee import model_utils
+from score_sde_knee import parallel
+from score_sde_knee import progress
+from score_sde_knee import sampling
+from score_sde_knee import train_state as ts
+
+Params = Any
+CONDITIONS = ('contour', 'contour_bone')
+EVAL_DIR = 'eval'
+_EVAL_STREAM = 3  # fold_in tag: keeps eval noise apart from training (0-2) streams.
+
+
+# --- Config and checkpoint ---------------------------------------------------------------
+
+
+def eval_condition(config: ml_collections.ConfigDict) -> str:
+  """The segmentation to sample from: config.eval.condition, or the training condition.
+
+  Raises ValueError for an unknown condition, or for a conditional model (ctm, unet)
+  asked for a condition other than the one it was trained on.
+  """
+  condition = config.eval.get('condition', '') or config.condition
+  if condition not in CONDITIONS:
+    raise ValueError(f'config.eval.condition must be one of {CONDITIONS} (or empty for the '
+                     f'training condition), got {condition!r}')
+  if config.method != 'csm' and condition != config.condition:
+    raise ValueError(
+        f'The {config.method} model was trained on condition={config.condition!r} and '
+        f'cannot be evaluated on {condition!r}; only csm (unconditional) can.')
+  return condition
+
+
+def output_dir(workdir: str, condition: str) -> str:
+  return os.path.join(workdir, EVAL_DIR, condition)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  for sub in (checkpointing.KEPT_DIR, checkpointing.PREEMPTION_DIR):
+    d = os.path.join(workdir, sub)
+    if os.path.isdir(d) and any(name.isdigit() for name in os.listdir(d)):
+      return True
+  return False
+
+
+def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh) -> tuple[Params, int]:
+  """(EMA parameters replicated on mesh, step) of the newest checkpoint in workdir.
+
+  The whole train state is restored (its structure is what orbax stored) and all but the
+  EMA parameters dropped.
+  """
+  if not has_checkpoint(workdir):
+    raise FileNotFoundError(
+        f'No checkpoint in {workdir} ({checkpointing.KEPT_DIR}/ or '
+        f'{checkpointing.PREEMPTION_DIR}/). Train one first: python main.py --mode=train '
+        f'--config=configs/{config.method}.py:{config.condition},{config.get("scale", "")}'
+        f' --workdir={workdir}')
+  model = model_utils.create_model(config)
+  abstract = jax.eval_shape(lambda r: ts.create_train_state(config, r, model),
+                            jax.random.PRNGKey(0))
+  rep = parallel.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                          abstract)
+  ckpt = checkpointing.Checkpoints(workdir, config)
+  try:
+    state, step = ckpt.restore(abstract)
+  finally:
+    ckpt.close()
+  return state.ema_params, int(step)
+
+
+def make_sample_fn(config: ml_collections.ConfigDict,
+                   model: Any = None) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
+  """sample(params, cond, rng) -> (B, H, W, 1) images in [0, 1]; pure, the caller jits it.
+
+  cond (B, H, W, 1) is the segmentation: CTM's condition, CSM's SDEdit start y, the
+  U-Net's input.
+  """
+  model = model_utils.create_model(config) if model is None else model
+  if config.method == 'unet':
+    predict = model_utils.get_predict_fn(model)
+    return lambda params, cond, rng: sampling.get_sampler(
+        config, predict_fn=lambda c: predict(params, c))(cond, rng)
+  sde = ts.make_sde(config)
+  score = model_utils.get_score_fn(model, sde, config.method)
+  return lambda params, cond, rng: sampling.get_sampler(
+      config, score_fn=lambda x, t, c: score(params, x, t, c), sde=sde)(cond, rng)
+
+
+def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What, besides the checkpoint and the images, decides the samples (for metrics.json).
+
+  config.sampling (every field, so other solvers' settings are recorded too), N =
+  config.sde.num_scales, the seed, and t0 = the start time actually used (1 for ctm).
+  """
+  if config.method == 'unet':
+    return {'method': 'forward', 'N': None, 'snr': None, 'order': None,
+            'per_sample_step': None, 't0': None, 'eps': None, 'seed': int(config.seed)}
+  settings = {**config.sampling.to_dict(), 'N': int(config.sde.num_scales),
+              'seed': int(config.seed)}
+  if config.method == 'ctm':
+    settings['t0'] = 1.0
+  return json.loads(json.dumps(settings))  # plain JSON types (tuples -> lists)
+
+
+# --- Data --------------------------------------------------------------------------------
+
+
+def load_split(config: ml_collections.ConfigDict, split: str,
+               num_images: int = 0) -> dict[str, np.ndarray]:
+  """The first num_images (0 = all) examples of a split, in file order, as numpy.
+
+  Returns 'image', 'contour', 'contour_bone' (n, S, S, 1) float32 with S =
+  config.data.image_size (area-resized as in training), 'patient_id' (n,) str,
+  'angle_deg' (n,) float32.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from datasets.knee_drr import knee_drr_dataset_builder  # noqa: F401  (registers knee_drr)
+  tf.config.set_visible_devices([], 'GPU')
+  name = f'{config.data.name}/{config.data.builder_config}'
+  builder = tfds.builder(name, data_dir=config.data.data_dir or None)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'The data set {name} is not built in {builder.data_dir}. Build it first: '
+        f'python main.py --mode=build --config=... (same data_dir).')
+  if split not in builder.info.splits:
+    raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          read_config=tfds.ReadConfig(options=options))
+  if num_images > 0:
+    ds = ds.take(num_images)
+  size = int(config.data.image_size)
+  out = {k: [] for k in ('image', 'contour', 'contour_bone', 'patient_id', 'angle_deg')}
+  for ex in tfds.as_numpy(ds):
+    for k in ('image', 'contour', 'contour_bone'):
+      x = np.asarray(ex[k], np.float32)
+      if x.shape[:2] != (size, size):
+        x = tf.image.resize(x, (size, size), method='area').numpy()
+      out[k].append(x)
+    out['patient_id'].append(ex['patient_id'].decode())
+    out['angle_deg'].append(np.float32(ex['angle_deg']))
+  if not out['image']:
+    raise ValueError(f'The {split} split of {name} has no examples.')
+  return {k: np.stack(v) if k != 'patient_id' else np.array(v) for k, v in out.items()}
+
+
+# --- Metrics -----------------------------------------------------------------------------
+
+
+def image_metrics(samples: np.ndarray, images: np.ndarray, cond: np.ndarray,
+                  condition: str) -> dict[str, np.ndarray]:
+  """Per-image metrics, each (B,) float64: mae, psnr, ssim, dice (+ dice_bone, ...).
+
+  samples, images, cond: (B, H, W, 1) in [0, 1]; cond the condition's segmentation.
+  """
+  out = {'mae': metrics.mae(samples, images), 'psnr': metrics.psnr(samples, images),
+         'ssim': metrics.ssim(samples, images),
+         'dice': metrics.mask_adherence(samples, cond)['dice_contour']}
+  if condition == 'contour_bone':
+    bone = np.asarray(cond) >= 0.75
+    out['dice_bone'] = metrics.dice(metrics.bone_mask(samples), bone)
+    out['dice_bone_truth'] = metrics.dice(metrics.bone_mask(images), bone)
+  return out
+
+
+# --- Evaluation --------------------------------------------------------------------------
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+             max_batches: int | None = None) -> dict[str, Any] | None:
+  """Samples the eval split with the newest checkpoint's EMA parameters; writes metrics.
+
+  Args:
+    config: the run config (usually the workdir's saved one).
+    workdir: the training run's directory.
+    max_batches: sample at most this many new batches, then stop without a summary (to
+      split a long evaluation into jobs; a later call resumes).
+  Returns:
+    The metrics.json content, or None if stopped by max_batches before the end.
+  """
+  workdir = os.fspath(workdir)
+  condition = eval_condition(config)
+  e = config.eval
+  mesh = parallel.make_mesh()
+  batch_size = int(e.batch_size)
+  if batch_size <= 0 or batch_size % jax.device_count():
+    raise ValueError(f'config.eval.batch_size={batch_size} must be a positive multiple of '
+                     f'the number of devices {jax.device_count()}.')
+  params, step = restore_ema_params(config, workdir, mesh)
+  data = load_split(config, e.split, int(e.num_images))
+  n = len(data['image'])
+  num_batches = -(-n // batch_size)
+  settings = sampler_settings(config)
+  out_dir = output_dir(workdir, condition)
+
+  dat = parallel.data_sharding(mesh)
+  sample = jitted_sample_fn(config, mesh)
+  base_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
+
+  def fingerprint(indices: np.ndarray) -> str:
+    return json.dumps({'checkpoint_step': step, 'condition': condition, 'sampler': settings,
+                       'batch_size': batch_size, 'data': config.data.builder_config,
+                       'split': e.split, 'image_size': int(config.data.image_size),
+                       'indices': indices.tolist()}, sort_keys=True)
+
+  batches, todo = [], []
+  for b in range(num_batches):
+    indices = np.arange(b * batch_size, min(n, (b + 1) * batch_size))
+    done = _load_batch(_batch_path(out_dir, b), fingerprint(indices))
+    batches.append(done)
+    if done is None:
+      todo.append(b)
+  bar = progress.Progress(n, f'eval {config.method}/{condition}', unit='image',
+                          done=sum(len(x['indices']) for x in batches if x is not None))
+  if todo:
+    logging.info('eval %s/%s, checkpoint step %d: %d of %d batches to sample.',
+                 config.method, condition, step, len(todo), num_batches)
+  for count, b in enumerate(todo):
+    if max_batches is not None and count >= max_batches:
+      return None
+    indices = np.arange(b * batch_size, min(n, (b + 1) * batch_size))
+    padded = np.concatenate([indices, np.full(batch_size - len(indices), indices[-1])])
+    cond = global_array(data[condition][padded], dat)
+    out = fetch(sample(params, cond, jax.random.fold_in(base_rng, b)))[:len(indices)]
+    result = {'samples': out.astype(np.float32), 'indices': indices,
+              **image_metrics(out, data['image'][indices], data[condition][indices],
+                              condition)}
+    if jax.process_index() == 0:
+      files.write_npz(_batch_path(out_dir, b), fingerprint=np.array(fingerprint(indices)),
+                      **result)
+    batches[b] = result
+    bar.update(len(indices))
+
+  summary = _summarise(config, condition, step, settings, data, batches)
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(out_dir, 'metrics.json'), summary)
+    files.write_npz(os.path.join(out_dir, 'samples.npz'),
+                    samples=np.concatenate([x['samples'] for x in batches]),
+                    indices=np.concatenate([x['indices'] for x in batches]))
+  logging.info('eval %s/%s: n=%d, MAE %.4f +- %.4f, PSNR %.2f +- %.2f dB -> %s',
+               config.method, condition, n, summary['mae_mean'], summary['mae_std'],
+               summary['psnr_mean'], summary['psnr_std'], out_dir)
+  return summary
+
+
+def jitted_sample_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+                     per_example: bool = False):
+  """jit(make_sample_fn) with params replicated and the batch split over 'data'.
+
+  per_example=False: (params, cond (B, S, S, 1), rng) -> (B, S, S, 1), one key for the
+    batch (the PC corrector's step size is batch-wide, as in score_sde).
+  per_example=True: (params, cond, keys (B, 2)) -> (B, S, S, 1), every sample drawn on
+    its own from its own key (vmapped), whatever else is in the batch.
+  Cached by the config minus eval.*, so evaluating both CSM conditions, or resuming, in
+  one process compiles once.
+  """
+  return _jitted_sample_fn(_sampler_key(config), mesh, per_example)
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted_sample_fn(config_json: str, mesh: jax.sharding.Mesh, per_example: bool):
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  sample = make_sample_fn(config)
+  rep, dat = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  if not per_example:
+    return jax.jit(sample, in_shardings=(rep, dat, rep), out_shardings=dat)
+  one = lambda params, cond, key: sample(params, cond[None], key)[0]
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)), in_shardings=(rep, dat, dat),
+                 out_shardings=dat)
+
+
+def _sampler_key(config: ml_collections.ConfigDict) -> str:
+  """The config minus what the sampler does not read (eval.*, e.g. CSM's condition)."""
+  d = config.to_dict()
+  d.pop('eval', None)
+  return json.dumps(d, sort_keys=True)
+
+
+def _batch_path(out_dir: str, b: int) -> str:
+  return os.path.join(out_dir, 'batches', f'batch_{b:05d}.npz')
+
+
+def _load_batch(path: str, fingerprint: str) -> dict[str, np.ndarray] | None:
+  """A finished batch's arrays, or None if absent, unreadable or made differently."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as z:
+      if str(z['fingerprint']) != fingerprint:
+        logging.info('%s was made with other settings or another checkpoint: resampling.',
+                     path)
+        return None
+      return {k: z[k] for k in z.files if k != 'fingerprint'}
+  except (OSError, ValueError, KeyError) as err:
+    logging.warning('Ignoring unreadable %s (%s).', path, err)
+    return None
+
+
+def global_array(x: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
+  """A global array from a host array every process holds in full."""
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _summarise(config: ml_collections.ConfigDict, condition: str, step: int,
+               settings: dict[str, Any], data: dict[str, np.ndarray],
+               batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+  names = [k for k in batches[0] if k not in ('samples', 'indices')]
+  per = {k: np.concatenate([x[k] for x in batches]) for k in names + ['indices']}
+  summary: dict[str, Any] = {
+      'method': config.method, 'condition': condition,
+      'trained_condition': config.condition, 'scale': config.get('scale', ''),
+      'data': f'{config.data.name}/{config.data.builder_config}',
+      'image_size': int(config.data.image_size), 'split': config.eval.split,
+      'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,
+      'batch_size': int(config.eval.batch_size)}
+  for k in names:
+    s = metrics.summarise(per[k])
+    summary[f'{k}_mean'], summary[f'{k}_std'] = s['mean'], s['std']
+  summary['per_image'] = [
+      {'index': int(i), 'patient_id': str(data['patient_id'][i]),
+       'angle_deg': float(data['angle_deg'][i]),
+       **{k: float(per[k][j]) for k in names}}
+      for j, i in enumerate(per['indices'])]
+  return summary

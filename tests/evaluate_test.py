@@ -1,0 +1,144 @@
+"""evaluate: metrics against an independent numpy/skimage computation, resume, errors."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+import tensorflow_datasets as tfds
+
+from configs import default
+from datasets.knee_drr import knee_drr_dataset_builder as kb
+from score_sde_knee import checkpointing
+from score_sde_knee import evaluate
+from score_sde_knee import model_utils
+from score_sde_knee import parallel
+from score_sde_knee import train_state as ts
+
+TINY = kb.KneeDrrConfig(name='tiny_eval', num_patients=3, detector=16, num_views=6,
+                        spacing_mm=8.0)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('tfds')
+  kb.Builder(config=TINY, data_dir=str(root)).download_and_prepare()
+  return str(root)
+
+
+def tiny_config(method: str, data_dir: str, condition: str = 'contour'):
+  c = default.get_config(f'{condition},test', method=method)
+  if method == 'unet':
+    c.model.scale_by_sigma = False
+  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
+  return c
+
+
+def make_workdir(path, config, ema_fn=None, step: int = 2) -> str:
+  """A workdir as training leaves it: config.json and a checkpoint of step `step`."""
+  state = ts.init_train_state(config, model_utils.create_model(config), parallel.make_mesh())
+  if ema_fn is not None:
+    state = state.replace(ema_params=ema_fn(state.ema_params))
+  checkpointing.check_and_save_config(config, str(path))
+  ckpt = checkpointing.Checkpoints(str(path), config)
+  ckpt.maybe_save(step, state)
+  ckpt.close()
+  return str(path)
+
+
+def test_zero_unet_metrics_match_numpy(tmp_path, data_dir):
+  config = tiny_config('unet', data_dir, 'contour_bone')
+  config.eval.num_images, config.eval.batch_size = 0, 4   # 6 images: a padded last batch
+  # All-zero parameters: the network outputs exactly 0, so every sample is 0.
+  wd = make_workdir(tmp_path / 'unet', config,
+                    lambda p: jax.tree.map(lambda x: x * 0, p))
+  summary = evaluate.evaluate(config, wd)
+
+  out = os.path.join(wd, 'eval', 'contour_bone')
+  with open(os.path.join(out, 'metrics.json')) as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(summary))
+  for key in ('method', 'condition', 'n', 'mae_mean', 'mae_std', 'psnr_mean', 'psnr_std',
+              'ssim_mean', 'ssim_std', 'dice_mean', 'dice_bone_mean', 'sampler',
+              'checkpoint_step', 'split', 'per_image'):
+    assert key in saved, key
+  assert saved['method'] == 'unet' and saved['condition'] == 'contour_bone'
+  assert saved['n'] == 6 and saved['checkpoint_step'] == 2 and saved['split'] == 'test'
+  assert sorted(os.listdir(os.path.join(out, 'batches'))) == ['batch_00000.npz',
+                                                               'batch_00001.npz']
+
+  ds = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
+      split='test', shuffle_files=False)
+  truth = list(tfds.as_numpy(ds))
+  x = np.stack([t['image'][..., 0] for t in truth]).astype(np.float64)
+  cb = np.stack([t['contour_bone'][..., 0] for t in truth])
+  mae = x.mean(axis=(1, 2))
+  psnr = 10 * np.log10(1.0 / (x**2).mean(axis=(1, 2)))
+  ssim = [structural_similarity(np.zeros_like(im), im, data_range=1.0) for im in x]
+  # The sample (0) has an empty contour and bone: Dice 0 unless the mask is empty too.
+  dice = np.where((cb > 0).any(axis=(1, 2)), 0.0, 1.0)
+  dice_bone = np.where((cb == 1).any(axis=(1, 2)), 0.0, 1.0)
+  per = saved['per_image']
+  assert [p['index'] for p in per] == list(range(6))
+  assert [p['patient_id'] for p in per] == [t['patient_id'].decode() for t in truth]
+  assert [p['angle_deg'] for p in per] == [float(t['angle_deg']) for t in truth]
+  np.testing.assert_allclose([p['mae'] for p in per], mae, rtol=1e-6)
+  np.testing.assert_allclose([p['psnr'] for p in per], psnr, rtol=1e-6)
+  np.testing.assert_allclose([p['ssim'] for p in per], ssim, rtol=1e-6, atol=1e-9)
+  np.testing.assert_array_equal([p['dice'] for p in per], dice)
+  np.testing.assert_array_equal([p['dice_bone'] for p in per], dice_bone)
+  np.testing.assert_allclose([saved['mae_mean'], saved['mae_std']], [mae.mean(), mae.std()],
+                             rtol=1e-6)
+  np.testing.assert_allclose([saved['psnr_mean'], saved['psnr_std']],
+                             [psnr.mean(), psnr.std()], rtol=1e-6)
+  with np.load(os.path.join(out, 'samples.npz')) as z:
+    assert z['samples'].shape == (6, 16, 16, 1) and not z['samples'].any()
+    np.testing.assert_array_equal(z['indices'], np.arange(6))
+
+
+def test_interrupted_eval_resumes_to_identical_results(tmp_path, data_dir):
+  config = tiny_config('csm', data_dir, 'contour')
+  config.eval.num_images, config.eval.batch_size = 6, 2
+  config.eval.condition = 'contour_bone'  # one CSM model serves both conditions
+  wd = make_workdir(tmp_path / 'csm', config)
+  out = os.path.join(wd, 'eval', 'contour_bone')
+
+  assert evaluate.evaluate(config, wd, max_batches=1) is None
+  assert os.listdir(os.path.join(out, 'batches')) == ['batch_00000.npz']
+  assert not os.path.exists(os.path.join(out, 'metrics.json'))
+  first = os.stat(os.path.join(out, 'batches', 'batch_00000.npz')).st_mtime_ns
+  resumed = evaluate.evaluate(config, wd)
+  assert os.stat(os.path.join(out, 'batches', 'batch_00000.npz')).st_mtime_ns == first
+  with np.load(os.path.join(out, 'samples.npz')) as z:
+    resumed_samples = z['samples']
+
+  shutil.rmtree(os.path.join(wd, 'eval'))
+  fresh = evaluate.evaluate(config, wd)
+  assert fresh == resumed and fresh['n'] == 6 and 'dice_bone_mean' in fresh
+  assert fresh['sampler']['t0'] == config.sampling.t0 and fresh['sampler']['N'] == 4
+  assert fresh['sampler']['method'] == 'pc' and fresh['sampler']['snr'] == 0.4
+  assert fresh['sampler']['order'] == config.sampling.order and fresh['sampler']['seed'] == 42
+  with np.load(os.path.join(out, 'samples.npz')) as z:
+    np.testing.assert_array_equal(z['samples'], resumed_samples)
+  # Batches draw different noise.
+  assert not np.array_equal(resumed_samples[0], resumed_samples[2])
+
+  # A batch made with other sampler settings is not reused.
+  config.sampling.snr = 0.2
+  os.remove(os.path.join(out, 'metrics.json'))
+  assert evaluate.evaluate(config, wd, max_batches=0) is None
+  assert not os.path.exists(os.path.join(out, 'metrics.json'))
+
+
+def test_clear_errors(tmp_path, data_dir):
+  config = tiny_config('ctm', data_dir)
+  with pytest.raises(FileNotFoundError, match='--mode=train'):
+    evaluate.evaluate(config, str(tmp_path))
+  config.eval.condition = 'contour_bone'
+  with pytest.raises(ValueError, match='only csm'):
+    evaluate.eval_condition(config)
+  config.eval.condition = 'bones'
+  with pytest.raises(ValueError, match="'bones'"):
+    evaluate.eval_condition(config)

@@ -1,0 +1,128 @@
+"""report: the table carries the metrics.json numbers; fig3 shows the right images."""
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import default
+from datasets.knee_drr import knee_drr_dataset_builder as kb
+from score_sde_knee import files
+from score_sde_knee import report
+from score_sde_knee import run_config
+from score_sde_knee import visualize
+
+TINY = kb.KneeDrrConfig(name='tiny_report', num_patients=3, detector=16, num_views=6,
+                        spacing_mm=8.0)
+N = 6
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('tfds')
+  kb.Builder(config=TINY, data_dir=str(root)).download_and_prepare()
+  return str(root)
+
+
+def fake_workdir(root, name, method, conditions, data_dir, seed):
+  """A workdir as --mode=eval leaves it, with made-up metrics and random samples."""
+  wd = os.path.join(root, name)
+  c = default.get_config(f'{conditions[0]},test', method=method)
+  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
+  run_config.save(c, wd)
+  rng = np.random.default_rng(seed)
+  out = {}
+  for cond in conditions:
+    mae, psnr = rng.uniform(0.01, 0.1, N), rng.uniform(15, 35, N)
+    m = {'method': method, 'condition': cond, 'n': N, 'split': 'test',
+         'data': f'knee_drr/{TINY.name}', 'image_size': 16, 'checkpoint_step': 7,
+         'sampler': {'method': 'pc', 'N': 4, 'snr': 0.4, 't0': 0.4, 'seed': 42},
+         'mae_mean': mae.mean(), 'mae_std': mae.std(), 'psnr_mean': psnr.mean(),
+         'psnr_std': psnr.std(),
+         'per_image': [{'index': i, 'mae': mae[i], 'psnr': psnr[i]} for i in range(N)]}
+    files.write_json(os.path.join(wd, 'eval', cond, 'metrics.json'), m)
+    samples = rng.uniform(0, 1, (N, 16, 16, 1)).astype(np.float32)
+    files.write_npz(os.path.join(wd, 'eval', cond, 'samples.npz'), samples=samples,
+                    indices=np.arange(N))
+    out[(method, cond)] = (m, samples)
+  return wd, out
+
+
+def _row(md: str, name: str) -> list[str]:
+  for line in md.splitlines():
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    if cells[0] == name:
+      return cells
+  raise AssertionError(f'no row {name!r} in\n{md}')
+
+
+def test_report(tmp_path, data_dir, monkeypatch):
+  # U-Net contour only, CSM both conditions, CTM contour_bone only.
+  made, workdirs = {}, []
+  for name, method, conds, seed in [('unet_c', 'unet', ['contour'], 0),
+                                    ('csm', 'csm', ['contour', 'contour_bone'], 1),
+                                    ('ctm_cb', 'ctm', ['contour_bone'], 2)]:
+    wd, out = fake_workdir(tmp_path, name, method, conds, data_dir, seed)
+    workdirs.append(wd)
+    made.update(out)
+
+  grids = []
+  real_save_grid = visualize.save_grid
+
+  def spy(path, rows, **kwargs):
+    grids.append(rows)
+    real_save_grid(path, rows, **kwargs)
+
+  monkeypatch.setattr(visualize, 'save_grid', spy)
+  paths = report.write_report(workdirs, str(tmp_path / 'report'), num_images=2)
+
+  md = open(paths['table.md']).read()
+  csm = _row(md, 'CSM')
+  m_c, m_cb = made[('csm', 'contour')][0], made[('csm', 'contour_bone')][0]
+  assert csm[1] == f'{m_c["mae_mean"]:.4f} ± {m_c["mae_std"]:.4f}'
+  assert csm[2] == f'{m_c["psnr_mean"]:.2f} ± {m_c["psnr_std"]:.2f}'
+  assert csm[3] == f'{m_cb["mae_mean"]:.4f} ± {m_cb["mae_std"]:.4f}'
+  assert csm[4] == f'{m_cb["psnr_mean"]:.2f} ± {m_cb["psnr_std"]:.2f}'
+  assert csm[5] == '6 / 6'
+  unet, ctm = _row(md, 'U-Net'), _row(md, 'CTM')
+  assert unet[3:5] == ['—', '—'] and unet[5] == '6 / —'
+  assert ctm[1:3] == ['—', '—'] and ctm[3].startswith(
+      f'{made[("ctm", "contour_bone")][0]["mae_mean"]:.4f} ±')
+  assert _row(md, 'CTM (paper)')[1:5] == ['0.0193 ± 0.005', '29.498 ± 1.91',
+                                          '0.0152 ± 0.007', '31.680 ± 1.76']
+  assert 'U-Net contour+bone' in md and 'CTM contour' in md  # the missing ones, listed
+  assert 'method=pc, N=4, snr=0.4, t0=0.4, seed=42' in md
+
+  # fig3: rows = 2 images x 2 conditions, columns condition | U-Net | CSM | CTM | truth.
+  (rows,) = grids
+  truth = list(tfds.as_numpy(tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir)
+                             .as_dataset(split='test', shuffle_files=False)))
+  picked = [0, N - 1]
+  assert len(rows) == 4 and all(len(r) == 5 for r in rows)
+  for r, (cond, i) in zip(rows, [(c, i) for c in ('contour', 'contour_bone')
+                                 for i in picked]):
+    np.testing.assert_array_equal(r[0], truth[i][cond])
+    np.testing.assert_array_equal(r[4], truth[i]['image'])
+    for col, method in zip(r[1:4], ('unet', 'csm', 'ctm')):
+      if (method, cond) in made:
+        np.testing.assert_array_equal(col, made[(method, cond)][1][i])
+      else:
+        assert col is None
+
+  with Image.open(paths['fig3.png']) as im:
+    # save_grid: 1.6 in per cell + 0.8 in of row titles, + 0.3 in of column titles, 100 dpi.
+    assert im.size == (round((1.6 * 5 + 0.8) * 100), round((1.6 * 4 + 0.3) * 100))
+    assert np.asarray(im.convert('L')).std() > 10
+  with Image.open(paths['table.png']) as im:
+    assert im.size[0] > 600 and im.size[1] > 200
+    assert np.asarray(im.convert('L')).std() > 10
+
+
+def test_clear_errors(tmp_path, data_dir):
+  with pytest.raises(FileNotFoundError, match='--mode=eval'):
+    report.collect([str(tmp_path)])
+  a, _ = fake_workdir(tmp_path, 'a', 'ctm', ['contour'], data_dir, 0)
+  b, _ = fake_workdir(tmp_path, 'b', 'ctm', ['contour'], data_dir, 1)
+  with pytest.raises(ValueError, match='Two results'):
+    report.collect([a, b])

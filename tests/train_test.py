@@ -1,0 +1,174 @@
+"""Training: the update against a float64 NumPy clip+Adam+EMA, and end-to-end runs of
+`train_and_evaluate` (stop on NaN, resume = one uninterrupted run, sample grid)."""
+import functools
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import csm
+from configs import ctm
+from score_sde_knee import input_pipeline
+from score_sde_knee import train
+from score_sde_knee import train_state as ts
+
+
+# --- The update rule ---------------------------------------------------------------------
+
+
+def _toy_loss(params, batch, rng, train_mode):
+  """0.5 * mean over examples of ||w - x||^2: gradient w - mean(x)."""
+  del rng, train_mode
+  per_example = 0.5 * jnp.sum((params['w'][None] - batch['image']) ** 2, axis=-1)
+  return jnp.mean(per_example), {'per_example_loss': per_example}
+
+
+def _numpy_reference(w, batches, config):
+  """float64 clip_by_global_norm + Adam (bias-corrected) + warm-up + EMA."""
+  o = config.optim
+  m = np.zeros_like(w)
+  v = np.zeros_like(w)
+  ema = w.copy()
+  out = []
+  for k, x in enumerate(batches):
+    g = w - x.mean(axis=0)
+    norm = np.linalg.norm(g)
+    g_c = g * min(1.0, o.grad_clip / norm)
+    m = o.beta1 * m + (1 - o.beta1) * g_c
+    v = o.beta2 * v + (1 - o.beta2) * g_c**2
+    m_hat = m / (1 - o.beta1 ** (k + 1))
+    v_hat = v / (1 - o.beta2 ** (k + 1))
+    lr = o.lr * min((k + 1) / o.warmup, 1.0)
+    w = w - lr * m_hat / (np.sqrt(v_hat) + o.eps)
+    ema = config.model.ema_rate * ema + (1 - config.model.ema_rate) * w
+    out.append((w.copy(), ema.copy(), norm, lr))
+  return out
+
+
+def test_train_step_matches_numpy_adam_with_clipping_warmup_and_ema():
+  config = ctm.get_config('test')
+  config.optim.lr, config.optim.warmup, config.model.ema_rate = 0.1, 3, 0.9
+  rng = np.random.default_rng(0)
+  w0 = rng.normal(size=5)
+  batches = [rng.normal(size=(4, 5)) * s for s in (3.0, 0.1, 1.0, 2.0)]  # clipped or not
+  tx = ts.make_optimizer(config)
+  params = {'w': jnp.asarray(w0, jnp.float32)}
+  state = ts.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                        ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+                        rng=jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(ts.train_step, loss_fn=_toy_loss, tx=tx,
+                                   schedule=ts.learning_rate_schedule(config),
+                                   ema_rate=config.model.ema_rate))
+  for k, (x, (w, ema, norm, lr)) in enumerate(zip(
+      batches, _numpy_reference(w0, batches, config))):
+    state, metrics = step(state, {'image': jnp.asarray(x, jnp.float32)})
+    assert int(state.step) == k + 1
+    np.testing.assert_allclose(state.params['w'], w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.ema_params['w'], ema, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics['grad_norm'], norm, rtol=1e-5)
+    np.testing.assert_allclose(metrics['lr'], lr, rtol=1e-6)
+  assert set(metrics) == {'loss', 'grad_norm', 'lr'}  # per-example aux is not a metric
+
+
+def test_learning_rate_schedule_is_linear_warmup():
+  config = ctm.get_config('test')
+  config.optim.lr, config.optim.warmup = 2e-4, 5
+  schedule = ts.learning_rate_schedule(config)
+  got = [float(schedule(c)) for c in range(8)]
+  np.testing.assert_allclose(got, [2e-4 * min((c + 1) / 5, 1) for c in range(8)], rtol=1e-6)
+
+
+# --- train_and_evaluate ------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _compilation_cache(tmp_path_factory):
+  """Each train_and_evaluate call jits afresh: a disk cache compiles each program once."""
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  old = [getattr(jax.config, n) for n in names]
+  for n, v in zip(names, (str(tmp_path_factory.mktemp('jax_cache')), 0.0, 0)):
+    jax.config.update(n, v)
+  yield
+  for n, v in zip(names, old):
+    jax.config.update(n, v)
+
+
+def _synthetic_datasets(nan_at: int | None = None):
+  """datasets_fn: the batch of update k+1 is a function of k alone (resumable)."""
+
+  def batch(config, k):
+    b, s = config.training.batch_size, config.data.image_size
+    r = np.random.default_rng(k)
+    image = r.random((b, s, s, 1), dtype=np.float32)
+    if k == nan_at:
+      image[0, 0, 0, 0] = np.nan
+    return {'image': image,
+            'cond': (r.integers(0, 3, (b, s, s, 1)) / 2).astype(np.float32)}
+
+  def datasets_fn(config, start_step=0):
+    def stream():
+      k = start_step
+      while True:
+        yield batch(config, k)
+        k += 1
+    return input_pipeline.Datasets(
+        train=stream(), eval_batches=lambda: [batch(config, 10**6)],
+        num_train_examples=100)
+
+  return datasets_fn
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.ema_params,
+                                                  state.opt_state, state.rng))]
+
+
+def test_nan_stops_and_resume_equals_an_uninterrupted_run(tmp_path):
+  config = ctm.get_config('test')            # 4 steps; checkpoints every 2, preemption 1
+  config.sde.num_scales = 2
+  with_grid = config.copy_and_resolve_references()
+  with_grid.training.sample_every = 2
+
+  # One uninterrupted run (it also writes sample grids at steps 2 and 4).
+  a = train.train_and_evaluate(with_grid, str(tmp_path / 'a'),
+                               datasets_fn=_synthetic_datasets())
+  assert int(a.step) == 4
+  assert sorted(os.listdir(tmp_path / 'a' / 'samples')) == ['step_0000002.png',
+                                                           'step_0000004.png']
+  with open(tmp_path / 'a' / 'config.json') as f:
+    assert json.load(f)['method'] == 'ctm'
+  assert sorted(os.listdir(tmp_path / 'a' / 'checkpoints')) == ['2', '4']
+  assert os.listdir(tmp_path / 'a' / 'preemption') == ['3']
+  if importlib.util.find_spec('tensorboard') is not None:  # clu's writers need it.
+    assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'a'))
+
+  # A run whose 3rd batch holds a NaN stops at step 3, keeping step 2's checkpoint...
+  b_dir = str(tmp_path / 'b')
+  with pytest.raises(train.NonFiniteLossError, match='step 3'):
+    train.train_and_evaluate(config, b_dir, datasets_fn=_synthetic_datasets(nan_at=2))
+  assert sorted(os.listdir(os.path.join(b_dir, 'checkpoints'))) == ['2']
+  # ... and, resumed on clean data, ends exactly where the uninterrupted run did.
+  b = train.train_and_evaluate(config, b_dir, datasets_fn=_synthetic_datasets())
+  assert int(b.step) == 4
+  for x, y in zip(_leaves(a), _leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_refuses_a_workdir_of_another_method(tmp_path):
+  from score_sde_knee import run_config
+  run_config.save(csm.get_config('test'), str(tmp_path))
+  with pytest.raises(ValueError, match="method='csm'"):
+    train.train_and_evaluate(ctm.get_config('test'), str(tmp_path),
+                             datasets_fn=_synthetic_datasets())
+
+
+def test_batch_not_divisible_by_devices_is_an_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, 'device_count', lambda: 3)
+  with pytest.raises(ValueError, match='4.*3'):
+    train.train_and_evaluate(ctm.get_config('test'), str(tmp_path),
+                             datasets_fn=_synthetic_datasets())
