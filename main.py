@@ -41,6 +41,8 @@ def _run(_):
   # TensorFlow is only the input pipeline: keep it off the GPU so JAX has all its memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
+  from score_sde_knee import parallel
+  parallel.maybe_initialize_distributed()  # multi-host: before any other JAX call
   config = _config()
   if FLAGS.condition:
     config.eval.condition = FLAGS.condition

@@ -20,8 +20,12 @@ def atomic_path(path: str, suffix: str = ''):
   fd, tmp = tempfile.mkstemp(prefix='.tmp-' + os.path.basename(path) + '-',
                              suffix=suffix, dir=directory)
   os.close(fd)
+  # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+  umask = os.umask(0)
+  os.umask(umask)
   try:
     yield tmp
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
@@ -30,7 +34,7 @@ def atomic_path(path: str, suffix: str = ''):
 
 
 def write_json(path: str, obj) -> None:
-  with atomic_path(path, '.json') as tmp, open(tmp, 'w') as f:
+  with atomic_path(path, '.json') as tmp, open(tmp, 'w', encoding='utf-8') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write('\n')
 

@@ -208,7 +208,8 @@ def write_report(workdirs: list[str], out: str, *, num_images: int = 3,
   """Writes table.md, table.png and fig3.png into out; returns their paths."""
   results = collect(workdirs)
   paths = {k: os.path.join(out, f'{k}') for k in ('table.md', 'table.png', 'fig3.png')}
-  with files.atomic_path(paths['table.md'], '.md') as tmp, open(tmp, 'w') as f:
+  with (files.atomic_path(paths['table.md'], '.md') as tmp,
+        open(tmp, 'w', encoding='utf-8') as f):
     f.write(table_markdown(results))
   save_table_png(results, paths['table.png'])
   save_fig3(results, paths['fig3.png'], num_images=num_images, data_dir=data_dir)

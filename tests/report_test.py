@@ -77,7 +77,7 @@ def test_report(tmp_path, data_dir, monkeypatch):
   monkeypatch.setattr(visualize, 'save_grid', spy)
   paths = report.write_report(workdirs, str(tmp_path / 'report'), num_images=2)
 
-  md = open(paths['table.md']).read()
+  md = open(paths['table.md'], encoding='utf-8').read()
   csm = _row(md, 'CSM')
   m_c, m_cb = made[('csm', 'contour')][0], made[('csm', 'contour_bone')][0]
   assert csm[1] == f'{m_c["mae_mean"]:.4f} ± {m_c["mae_std"]:.4f}'
