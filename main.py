@@ -1,5 +1,6 @@
 """score_sde_knee command line: parses flags and dispatches, nothing else.
 
+    python main.py --mode=demo  --workdir=runs/demo                       # all of it, CPU
     python main.py --mode=build --config=configs/ctm.py:cpu               # knee_drr/phantom_64
     python main.py --mode=train --config=configs/ctm.py:contour_bone,cpu --workdir=runs/ctm
     python main.py --mode=eval  --workdir=runs/ctm                        # saved config
@@ -15,7 +16,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file[:condition,scale].',
                                 lock_config=True)
-flags.DEFINE_enum('mode', 'train', ['build', 'train', 'eval', 'sample'], 'What to run.')
+flags.DEFINE_enum('mode', 'train', ['build', 'train', 'eval', 'sample', 'demo'], 'What to run.')
 flags.DEFINE_string('workdir', None, 'Run directory: config, checkpoints, logs, eval.')
 flags.DEFINE_string('data_dir', None, 'TFDS data dir (overrides config.data.data_dir).')
 flags.DEFINE_string('masks', None, 'sample: a mask file (PNG/NPY), a folder, or "test".')
@@ -43,6 +44,10 @@ def _run(_):
   tf.config.set_visible_devices([], 'GPU')
   from score_sde_knee import parallel
   parallel.maybe_initialize_distributed()  # multi-host: before any other JAX call
+  if FLAGS.mode == 'demo':
+    from score_sde_knee import demo
+    demo.run_demo(FLAGS.workdir or 'runs/demo', FLAGS.data_dir)
+    return
   config = _config()
   if FLAGS.condition:
     config.eval.condition = FLAGS.condition
