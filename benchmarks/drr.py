@@ -1,13 +1,13 @@
 """Speed, accuracy and memory of the cone-beam projector; prints one JSON object.
 
-    python -m benchmarks.drr [--repeats 3]
+    python -m benchmarks.drr [--repeats 3] [--build phantom_64,phantom_256]
 
 A 60-view scan (DESIGN 2.1) of a 256^3 volume of 1 mm voxels onto 256 x 256 pixels: the
 volume is a leg-like scene of ellipsoids (score_sde_knee.analytic), whose exact line
 integrals give the relative L2 error. Also timed: the same volume with no air layer
 (the worst case for the projector, which skips layers of pure air), every voxel layer
 sampled (max_step_mm=0), and the phantom_64 size, (z, y, x) = (260, 200, 200) at 1 mm
-onto 64 x 64. Seconds are wall-clock medians after one warm-up call; the machine's
+onto 64 x 64; with --build, the wall time of building knee_drr configs. Seconds are wall-clock medians after one warm-up call; the machine's
 load average is recorded because other processes share the cores.
 """
 import argparse
@@ -86,13 +86,33 @@ def bench_projector(repeats: int) -> dict:
   return results
 
 
+def bench_builds(configs: list[str]) -> dict[str, float]:
+  """Wall seconds to build each knee_drr config from scratch in a fresh temp data dir
+  (phantoms, projections, masks and TFDS writing), each in its own process."""
+  import subprocess
+  import tempfile
+  out = {}
+  for name in configs:
+    with tempfile.TemporaryDirectory() as data_dir:
+      t0 = time.perf_counter()
+      subprocess.run([sys.executable, '-m', 'datasets.knee_drr.build', name,
+                      '--data_dir', data_dir], check=True, capture_output=True,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      out[f'build_{name}_s'] = time.perf_counter() - t0
+  return out
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--repeats', type=int, default=3, help='Timed calls after warm-up.')
+  parser.add_argument('--build', default='', help='comma-separated knee_drr configs to '
+                      'build from scratch and time, e.g. phantom_64,phantom_256')
   args = parser.parse_args(argv)
   results = {'device': str(jax.devices()[0].device_kind), 'platform': jax.default_backend(),
              'cpu_count': os.cpu_count(), 'jax_version': jax.__version__}
   results.update(bench_projector(args.repeats))
+  if args.build:
+    results.update(bench_builds([c for c in args.build.split(',') if c]))
   results['load_average_1min'] = os.getloadavg()[0]
   results['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(json.dumps({k: round(v, 4) if isinstance(v, float) else v

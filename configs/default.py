@@ -44,7 +44,7 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   m.init_scale = 0.0
   m.fourier_scale = 16.0
   m.scale_by_sigma = True           # VE: output divided by sigma (off for the U-Net).
-  m.ema_rate = 0.999
+  m.ema_rate = 0.999               # With warm-up: min(rate, (1 + step) / (10 + step)).
 
   c.sde = s = ml_collections.ConfigDict()
   s.sigma_min = 0.01

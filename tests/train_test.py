@@ -28,7 +28,7 @@ def _toy_loss(params, batch, rng, train_mode):
 
 
 def _numpy_reference(w, batches, config):
-  """float64 clip_by_global_norm + Adam (bias-corrected) + warm-up + EMA."""
+  """float64 clip_by_global_norm + Adam (bias-corrected) + warm-up + EMA with warm-up."""
   o = config.optim
   m = np.zeros_like(w)
   v = np.zeros_like(w)
@@ -44,14 +44,16 @@ def _numpy_reference(w, batches, config):
     v_hat = v / (1 - o.beta2 ** (k + 1))
     lr = o.lr * min((k + 1) / o.warmup, 1.0)
     w = w - lr * m_hat / (np.sqrt(v_hat) + o.eps)
-    ema = config.model.ema_rate * ema + (1 - config.model.ema_rate) * w
+    decay = min(config.model.ema_rate, (1 + k) / (10 + k))  # EMA warm-up
+    ema = decay * ema + (1 - decay) * w
     out.append((w.copy(), ema.copy(), norm, lr))
   return out
 
 
 def test_train_step_matches_numpy_adam_with_clipping_warmup_and_ema():
   config = ctm.get_config('test')
-  config.optim.lr, config.optim.warmup, config.model.ema_rate = 0.1, 3, 0.9
+  # ema_rate 0.15: the warm-up decides step 0, the rate steps 1-3.
+  config.optim.lr, config.optim.warmup, config.model.ema_rate = 0.1, 3, 0.15
   rng = np.random.default_rng(0)
   w0 = rng.normal(size=5)
   batches = [rng.normal(size=(4, 5)) * s for s in (3.0, 0.1, 1.0, 2.0)]  # clipped or not
