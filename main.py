@@ -67,16 +67,49 @@ def _run(_):
                       resize=FLAGS.resize, tfds_dir=FLAGS.export_tfds)
 
 
+def _fail(message: str) -> None:
+  """Prints a user error as one line and exits with status 2."""
+  print(f'error: {" ".join(message.split())}\n(rerun with --traceback for the full '
+        'traceback)', file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with bad flags and config overrides as one `error:` line."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    if '--traceback' in argv:
+      raise
+    _fail(_flag_error(e, argv))
+  return argv
+
+
+def _flag_error(e: Exception, argv: list[str]) -> str:
+  text = str(e)
+  if isinstance(e, (AttributeError, KeyError)):
+    # ml_collections: an override of a field the config does not have.
+    key = text.strip('"\' ')
+    names = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    bad = [n for n in names if key in n.split('.')] or names
+    return (f'unknown config field {bad[0] if bad else key}: the config has no field '
+            f'{key!r} (the fields are in configs/default.py).')
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if len(lines) > 1 and any(line.startswith('Traceback') for line in lines):
+    # A config file's get_config raised: keep the flag and the exception's last line.
+    return f'{lines[0].rstrip(":")}: {lines[-1]}'
+  return text
+
+
 def main(argv):
   try:
     _run(argv)
   except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
     if FLAGS.traceback:
       raise
-    print(f'error: {e}\n(rerun with --traceback for the full traceback)', file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
 
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -96,11 +96,13 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> No
     for key in _MUST_MATCH:
       if key == 'condition' and config.method == 'csm':
         continue  # CSM's model is unconditional: one run serves both conditions.
-      was, now = _get(saved, key), _get(current, key)
-      if was != now:
+      diffs = _differences(key, _get(saved, key), _get(current, key))
+      if diffs:
+        field, was, now = diffs[0]
         raise ValueError(
-            f'The workdir {workdir} holds a run with {key}={was!r} ({path}), but the config '
-            f'asks for {key}={now!r}. Use another --workdir.')
+            f'The workdir {workdir} holds a run with {field}={was!r} ({path}), but the '
+            f'config asks for {field}={now!r}: its checkpoints do not fit this model. Use '
+            f'another --workdir.')
     return
   if _has_checkpoints(workdir):
     raise ValueError(
@@ -114,6 +116,16 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
   for k in dotted.split('.'):
     d = d.get(k) if isinstance(d, dict) else None
   return d
+
+
+def _differences(key: str, was: Any, now: Any) -> list[tuple[str, Any, Any]]:
+  """(dotted field, saved, current) of every leaf that differs under `key`."""
+  if isinstance(was, dict) and isinstance(now, dict):
+    out = []
+    for k in sorted(set(was) | set(now)):
+      out += _differences(f'{key}.{k}', was.get(k), now.get(k))
+    return out
+  return [] if was == now else [(key, was, now)]
 
 
 def _has_checkpoints(workdir: str) -> bool:

@@ -50,7 +50,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       last good one.
   """
   workdir = os.fspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise OSError(f'Cannot create the workdir {workdir}: {e.strerror}. Pass a --workdir '
+                  'in a writable directory.') from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise PermissionError(f'The workdir {workdir} is not writable. Pass a --workdir in a '
+                          'writable directory.')
   checkpointing.check_and_save_config(config, workdir)
   t = config.training
   parallel.check_batch(t.batch_size)
