@@ -7,6 +7,7 @@ Output, one folder per condition (one unconditional CSM model serves both condit
 its workdir holds two; every other method holds the one it was trained on):
   workdir/eval/<condition>/batches/batch_00012.npz  finished batches (samples, metrics)
   workdir/eval/<condition>/metrics.json             summary + per-image metrics
+  workdir/eval/metrics.json                         the same, for the training condition
   workdir/eval/<condition>/samples.npz              'samples' (n, H, W, 1), 'indices' (n,)
 
 Images: the config.eval.split of knee_drr in file order (deterministic), the first
@@ -277,6 +278,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = _summarise(config, condition, step, settings, data, batches)
   if jax.process_index() == 0:
     files.write_json(os.path.join(out_dir, 'metrics.json'), summary)
+    if condition == config.condition:  # the documented place for the run's own condition
+      files.write_json(os.path.join(workdir, EVAL_DIR, 'metrics.json'), summary)
     files.write_npz(os.path.join(out_dir, 'samples.npz'),
                     samples=np.concatenate([x['samples'] for x in batches]),
                     indices=np.concatenate([x['indices'] for x in batches]))

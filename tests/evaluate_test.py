@@ -60,6 +60,8 @@ def test_zero_unet_metrics_match_numpy(tmp_path, data_dir):
   with open(os.path.join(out, 'metrics.json')) as f:
     saved = json.load(f)
   assert saved == json.loads(json.dumps(summary))
+  with open(os.path.join(wd, 'eval', 'metrics.json')) as f:  # the training condition's
+    assert json.load(f) == saved
   for key in ('method', 'condition', 'n', 'mae_mean', 'mae_std', 'psnr_mean', 'psnr_std',
               'ssim_mean', 'ssim_std', 'dice_mean', 'dice_bone_mean', 'sampler',
               'checkpoint_step', 'split', 'per_image'):
