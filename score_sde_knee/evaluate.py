@@ -162,9 +162,10 @@ def load_split(config: ml_collections.ConfigDict, split: str,
   name = f'{config.data.name}/{config.data.builder_config}'
   builder = tfds.builder(name, data_dir=config.data.data_dir or None)
   if not builder.is_prepared():
+    from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
     raise FileNotFoundError(
         f'The data set {name} is not built in {builder.data_dir}. Build it first: '
-        f'python main.py --mode=build --config=... (same data_dir).')
+        f'{build.build_command(config.data.builder_config, config.data.data_dir)}')
   if split not in builder.info.splits:
     raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
   options = tf.data.Options()

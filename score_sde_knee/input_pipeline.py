@@ -145,10 +145,12 @@ def _read(builder: tfds.core.DatasetBuilder, split: str,
   except AssertionError as e:
     if 'could not find data' not in str(e):
       raise
+    from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
     raise FileNotFoundError(
         f'The data set {builder.name}/{builder.builder_config.name} is not built in '
-        f'{builder.data_dir}. Build it first: python main.py --mode=build '
-        f'--config=<config> (with the same --data_dir / config.data.data_dir).') from None
+        f'{builder.data_dir}. Build it first: '
+        f'{build.build_command(builder.builder_config.name, config.data.data_dir)}'
+        ) from None
   return ds.map(_preprocess_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
 
 

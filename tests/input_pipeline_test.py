@@ -97,7 +97,8 @@ def test_create_datasets_resumes_at_a_step():
 def test_unbuilt_data_set_names_the_build_command(tmp_path):
   config = _config()
   config.data.data_dir = str(tmp_path)
-  with pytest.raises(FileNotFoundError, match='python main.py --mode=build'):
+  with pytest.raises(FileNotFoundError, match=rf'python -m datasets\.knee_drr\.build '
+                     rf'{config.data.builder_config} --data_dir {tmp_path}'):
     input_pipeline.create_datasets(config)
 
 

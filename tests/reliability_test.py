@@ -198,7 +198,8 @@ def test_killed_data_build_shows_nothing_and_completes_on_rerun(tmp_path, env):
      r"unknown config field --config\.training\.bogus.*'bogus'"),
     (['--config=configs/ctm.py:test', '--workdir={tmp}/w', '--data_dir={tmp}/empty',
       f'--config.data.builder_config={TINY.name}'],
-     rf'knee_drr/{TINY.name} is not built in .*empty.*python main\.py --mode=build'),
+     rf'knee_drr/{TINY.name} is not built in .*empty.*'
+     rf'python -m datasets\.knee_drr\.build {TINY.name} --data_dir .*empty'),
     (['--config=configs/ctm.py:test', '--workdir={tmp}/file.txt/sub'],
      r'Cannot create the workdir .*file\.txt/sub: Not a directory'),
 ])

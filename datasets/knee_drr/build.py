@@ -13,6 +13,12 @@ import tensorflow_datasets as tfds
 from datasets.knee_drr import knee_drr_dataset_builder  # noqa: F401  (registers knee_drr)
 
 
+def build_command(builder_config: str, data_dir: str | None = None) -> str:
+  """The shell command that builds knee_drr/<builder_config> (for error messages)."""
+  return (f'python -m datasets.knee_drr.build {builder_config}'
+          + (f' --data_dir {data_dir}' if data_dir else ''))
+
+
 def build(builder_config: str, data_dir: str | None = None, file_format: str | None = None,
           manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """Builds (or finds already built) knee_drr/<builder_config>; returns the builder."""
