@@ -8,7 +8,7 @@ the pure, jitted steps of `train_state`. The workdir gets:
   checkpoints/ preemption/   orbax checkpoints (see `checkpointing`)
   events.out.tfevents.* TensorBoard scalars (loss, grad_norm, lr, eval_loss, steps/s),
                         hparams and sample grids
-  samples/step_XXXXXXX.png   condition | EMA sample | target, every sample_every steps
+  samples/step_0002000.png   condition | EMA sample | target, every sample_every steps
 A resumed run continues the same data order (input_pipeline) and RNG stream (the key in
 the state): stopping and resuming gives the same parameters as one uninterrupted run.
 """

@@ -10,22 +10,12 @@ from skimage.metrics import structural_similarity
 import tensorflow_datasets as tfds
 
 from configs import default
-from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import checkpointing
 from score_sde_knee import evaluate
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
-
-TINY = kb.KneeDrrConfig(name='tiny_eval', num_patients=3, detector=16, num_views=6,
-                        spacing_mm=8.0)
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('tfds')
-  kb.Builder(config=TINY, data_dir=str(root)).download_and_prepare()
-  return str(root)
+from helpers import TINY
 
 
 def tiny_config(method: str, data_dir: str, condition: str = 'contour'):

@@ -12,6 +12,8 @@ order method with N steps is off by C / N^2 of it (measured: Heun 5.1 % at N = 1
 sigma_max = 50, s = 0.2; DPM-Solver-2 2.9 %); statistical checks allow 5 standard errors
 (a std over n numbers has a standard error std / sqrt(2 n)).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,19 +23,13 @@ from configs import default as default_config
 from score_sde_knee import fast_sampling
 from score_sde_knee import sampling
 from score_sde_knee import sde as sde_lib
+import helpers
 
 SDE = sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0, num_scales=500)
 Z_TOL = 5.0  # Standard errors allowed.
 
 
-def gaussian_score(m, s, sde=SDE):
-  m = jnp.asarray(m, jnp.float32)
-
-  def score_fn(x, t, cond):
-    del cond
-    sigma = sde.sigma(t).reshape((-1,) + (1,) * (x.ndim - 1))
-    return -(x - m) / (s**2 + sigma**2)
-  return score_fn
+gaussian_score = functools.partial(helpers.gaussian_score, sde=SDE)
 
 
 def _exact(x_a, m, s, sigma_a, sigma_lo):

@@ -8,27 +8,18 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import checkpointing
 from score_sde_knee import generate
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
+from helpers import TINY
 
-TINY = kb.KneeDrrConfig(name='tiny_generate', num_patients=3, detector=16, num_views=6,
-                        spacing_mm=8.0)
 LABELS = (0.0, 0.5, 1.0)
 
 
 def label_mask(shape, seed=0) -> np.ndarray:
   return np.random.default_rng(seed).choice(LABELS, size=shape)
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('tfds')
-  kb.Builder(config=TINY, data_dir=str(root)).download_and_prepare()
-  return str(root)
 
 
 def tiny_config(method: str, condition: str, data_dir: str = ''):

@@ -22,10 +22,9 @@ import pytest
 from configs import ctm
 from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import train
+from helpers import TINY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = kb.KneeDrrConfig(name='tiny_reliability', num_patients=3, detector=16, num_views=6,
-                        spacing_mm=8.0)
 STEPS = 8
 
 _DRIVER = f"""
@@ -57,13 +56,6 @@ def driver(tmp_path_factory):
   path = tmp_path_factory.mktemp('driver') / 'driver.py'
   path.write_text(_DRIVER)
   return str(path)
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('tfds')
-  kb.Builder(config=TINY, data_dir=str(root)).download_and_prepare()
-  return str(root)
 
 
 def _train_args(driver, workdir, data_dir, *extra):

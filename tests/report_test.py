@@ -7,22 +7,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import files
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
+from helpers import TINY
 
-TINY = kb.KneeDrrConfig(name='tiny_report', num_patients=3, detector=16, num_views=6,
-                        spacing_mm=8.0)
 N = 6
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('tfds')
-  kb.Builder(config=TINY, data_dir=str(root)).download_and_prepare()
-  return str(root)
 
 
 def fake_workdir(root, name, method, conditions, data_dir, seed):

@@ -14,6 +14,7 @@ inflate the final std by about 6 % over s), so samples are compared with it, and
 remaining tolerance is statistical: a sample std over n numbers has a standard error
 std / sqrt(2 n), a mean std / sqrt(n); we allow 5 standard errors.
 """
+import functools
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 from configs import default as default_config
 from score_sde_knee import sampling
 from score_sde_knee import sde as sde_lib
+import helpers
 
 SDE = sde_lib.VESDE(sigma_min=0.01, sigma_max=5.0, num_scales=500)
 N = 500        # The paper's step count: the bias checked is the one that matters.
@@ -35,14 +37,8 @@ S = 0.06       # Data std: mean +- 5 std stays inside [0, 1], so clipping is neg
 Z_TOL = 5.0    # Standard errors allowed.
 
 
-def gaussian_score(m, s=S, sde=SDE):
-  m = jnp.asarray(m, jnp.float32)
-
-  def score_fn(x, t, cond):
-    del cond
-    sigma = sde.sigma(t).reshape((-1,) + (1,) * (x.ndim - 1))
-    return -(x - m) / (s**2 + sigma**2)
-  return score_fn
+# The exact score of the test data N(m, S^2 I); s= and sde= override.
+gaussian_score = functools.partial(helpers.gaussian_score, s=S, sde=SDE)
 
 
 def _moments(t_start, n_steps, snr, order, v0, delta0, n_corrector=1, s=S, sde=SDE,
@@ -205,7 +201,7 @@ def test_pc_sample_matches_float64_reference(order, per_sample, snr, n_corrector
   m, s = 0.3, 0.2
   rng = jax.random.key(7)
   x0 = np.asarray(jax.random.normal(jax.random.key(8), (3, 2, 2, 1))) * 2.0
-  got = sampling.pc_sample(gaussian_score(m, s, sde), sde, jnp.asarray(x0), None, rng,
+  got = sampling.pc_sample(helpers.gaussian_score(m, s, sde), sde, jnp.asarray(x0), None, rng,
                            snr=snr, n_corrector=n_corrector, order=order,
                            per_sample_step=per_sample)
   want = _reference_pc(x0, m, s, sde, rng, 7, snr, n_corrector if snr else 0, order,

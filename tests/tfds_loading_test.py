@@ -7,9 +7,7 @@ import textwrap
 import pytest
 
 from datasets.knee_drr import knee_drr_dataset_builder as kb
-
-TINY = kb.KneeDrrConfig(name='tiny_loading', num_patients=3, detector=16, num_views=6,
-                        spacing_mm=8.0)
+from helpers import TINY
 
 
 @pytest.mark.parametrize('file_format', ['tfrecord', 'array_record'])
@@ -24,7 +22,7 @@ def test_open_from_outside_the_repo(tmp_path, file_format):
       d = tfds.builder_from_directory({builder.data_dir!r})
       n = d.info.splits['test'].num_examples
       if {file_format!r} == 'array_record':  # random access (grain); no tf.data reader
-        src = tfds.data_source('knee_drr/tiny_loading', split='test',
+        src = tfds.data_source('knee_drr/{TINY.name}', split='test',
                                data_dir={str(data_dir)!r})
         assert len(src) == n == 6, len(src)
         ex = src[5]
