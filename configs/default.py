@@ -91,6 +91,7 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   e.batch_size = 16
   e.split = 'test'
   e.num_images = 0                  # 0 = whole split.
+  e.view_stride = 1                 # Every n-th view (by angle) of each patient.
   e.condition = ''                  # '' = config.condition; CSM: either (one model, both).
 
   _apply_scale(c, scale)
@@ -115,25 +116,28 @@ def _apply_scale(c: ml_collections.ConfigDict, scale: str) -> None:
   if scale == 'paper':
     return
   if scale == 'cpu':
-    # 64 px on 2 CPU cores: a model that learns something visible in minutes.
+    # 64 px on 2 CPU cores: ~0.7 s per step at batch 16, so the five models of Table I
+    # train in about 20 minutes each (benchmarks/RESULTS.md). nf 32 costs ~2.7x more per
+    # step and was not better at equal wall time.
     c.data.builder_config = 'phantom_64'
     c.data.image_size = 64
     c.data.shuffle_buffer = 1000
-    c.model.nf = 32
+    c.model.nf = 16
     c.model.ch_mult = (1, 2, 2, 2)          # 64, 32, 16, 8
     c.model.num_res_blocks = 1
     c.sde.sigma_max = 32.0                  # ~ largest distance between 64 px images.
     c.sde.num_scales = 500
-    c.training.num_train_steps = 4000
+    c.training.num_train_steps = 2000
     c.training.log_every = 50
-    c.training.eval_every = 500
+    c.training.eval_every = 250
     c.training.eval_batches = 2
-    c.training.sample_every = 2000
-    c.training.checkpoint_every = 1000
+    c.training.sample_every = 0             # --mode=eval draws the figures.
+    c.training.checkpoint_every = 500
     c.training.keep_checkpoints = 3
-    c.training.preemption_every = 200
-    c.optim.warmup = 200
-    c.optim.lr = 5e-4
+    c.training.preemption_every = 100
+    c.optim.warmup = 100
+    c.optim.lr = 2e-3
+    c.eval.view_stride = 6                  # every 6th view of each test patient: 30 images.
   elif scale == 'test':
     # Tiny: keeps the test suite fast. Not meant to learn anything.
     c.data.builder_config = 'phantom_64'

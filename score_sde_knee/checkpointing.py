@@ -32,12 +32,13 @@ class Checkpoints:
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     t = config.training
+    # A declared handler lets item_metadata() read the stored shapes before a restore.
     self.kept = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), KEPT_DIR),
-        options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True))
+        item_handlers=ocp.StandardCheckpointHandler(), options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True))
     self.preemption = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), PREEMPTION_DIR),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        item_handlers=ocp.StandardCheckpointHandler(), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     self.checkpoint_every = t.checkpoint_every
     self.preemption_every = t.preemption_every
     self.num_train_steps = t.num_train_steps
@@ -59,7 +60,13 @@ class Checkpoints:
     abstract_state = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     manager = self.kept if self.kept.latest_step() == step else self.preemption
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    where = os.path.join(os.fspath(manager.directory), str(step))
+    _check_shapes(manager.item_metadata(step), abstract_state, where)
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except ValueError as e:  # structure or dtype: orbax's message, with the checkpoint named
+      raise ValueError(f'The checkpoint {where} does not fit this config\'s train state '
+                       f'({e}). Was its config.json edited? Use another --workdir.') from None
     logging.info('Restored step %d from %s.', step, manager.directory)
     return state, step
 
@@ -110,6 +117,35 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> No
         f'method they belong to. Use another --workdir.')
   if jax.process_index() == 0:
     run_config.save(config, workdir)
+
+
+def _check_shapes(metadata: Any, target: Any, where: str) -> None:
+  """Names the first array whose stored shape differs from the model's, with both shapes.
+
+  The saved-config check catches a changed model first; this catches a config.json that was
+  edited by hand (orbax's own error names neither the array nor the config).
+  """
+  stored = _shapes(getattr(metadata, 'tree', metadata))
+  wanted = _shapes(target)
+  for path, shape in wanted.items():
+    if path in stored and stored[path] != shape:
+      raise ValueError(
+          f'The checkpoint {where} does not fit this config: {path} has shape '
+          f'{stored[path]} in the checkpoint but {shape} in the model. Was its config.json '
+          'edited? Use the config it was trained with, or another --workdir.')
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'params/Conv_0/kernel' -> shape, for every leaf with a shape."""
+  def name(k):
+    for attr in ('name', 'key', 'idx'):
+      if hasattr(k, attr):
+        return str(getattr(k, attr))
+    return str(k)
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {'/'.join(name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in leaves if hasattr(leaf, 'shape')}
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:

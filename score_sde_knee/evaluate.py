@@ -10,8 +10,9 @@ its workdir holds two; every other method holds the one it was trained on):
   workdir/eval/metrics.json                         the same, for the training condition
   workdir/eval/<condition>/samples.npz              'samples' (n, H, W, 1), 'indices' (n,)
 
-Images: the config.eval.split of knee_drr in file order (deterministic), the first
-config.eval.num_images of them (0 = all), resized to config.data.image_size as in
+Images: the config.eval.split of knee_drr in file order (deterministic), every
+config.eval.view_stride-th view of each patient, the first config.eval.num_images of them
+(0 = all), resized to config.data.image_size as in
 training. Batch b (config.eval.batch_size images, the last one padded and the padding
 dropped) is sampled with key fold_in(fold_in(PRNGKey(config.seed), _EVAL_STREAM), b):
 a sample depends on (checkpoint, condition, seed, batch size) only, not on the device
@@ -147,10 +148,14 @@ def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # --- Data --------------------------------------------------------------------------------
 
 
-def load_split(config: ml_collections.ConfigDict, split: str,
-               num_images: int = 0) -> dict[str, np.ndarray]:
-  """The first num_images (0 = all) examples of a split, in file order, as numpy.
+def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 0,
+               view_stride: int | None = None) -> dict[str, np.ndarray]:
+  """Examples of a split in file order, as numpy: every view_stride-th view, then the first
+  num_images (0 = all).
 
+  view_stride (None = config.eval.view_stride, default 1): keeps, for each patient, the
+  views whose rank by angle is a multiple of it (6 with 60 views: 0, 36, ..., 324 deg), so
+  a subset covers every test patient and every side of the knee.
   Returns 'image', 'contour', 'contour_bone' (n, S, S, 1) float32 with S =
   config.data.image_size (area-resized as in training), 'patient_id' (n,) str,
   'angle_deg' (n,) float32.
@@ -172,7 +177,10 @@ def load_split(config: ml_collections.ConfigDict, split: str,
   options.deterministic = True
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           read_config=tfds.ReadConfig(options=options))
-  if num_images > 0:
+  stride = int(config.eval.get('view_stride', 1) if view_stride is None else view_stride)
+  if stride < 1:
+    raise ValueError(f'config.eval.view_stride={stride}: expected an integer >= 1.')
+  if num_images > 0 and stride == 1:
     ds = ds.take(num_images)
   size = int(config.data.image_size)
   out = {k: [] for k in ('image', 'contour', 'contour_bone', 'patient_id', 'angle_deg')}
@@ -186,7 +194,20 @@ def load_split(config: ml_collections.ConfigDict, split: str,
     out['angle_deg'].append(np.float32(ex['angle_deg']))
   if not out['image']:
     raise ValueError(f'The {split} split of {name} has no examples.')
-  return {k: np.stack(v) if k != 'patient_id' else np.array(v) for k, v in out.items()}
+  out = {k: np.stack(v) if k != 'patient_id' else np.array(v) for k, v in out.items()}
+  if stride > 1:
+    keep = np.sort(_every_nth_view(out['patient_id'], out['angle_deg'], stride))
+    out = {k: v[keep[:num_images] if num_images > 0 else keep] for k, v in out.items()}
+  return out
+
+
+def _every_nth_view(patient_id: np.ndarray, angle_deg: np.ndarray, n: int) -> np.ndarray:
+  """Indices of the views whose rank by angle within their patient is a multiple of n."""
+  keep = []
+  for pid in np.unique(patient_id):
+    idx = np.flatnonzero(patient_id == pid)
+    keep.extend(idx[np.argsort(angle_deg[idx], kind='stable')][::n])
+  return np.asarray(keep, dtype=np.int64)
 
 
 # --- Metrics -----------------------------------------------------------------------------
@@ -212,7 +233,8 @@ def image_metrics(samples: np.ndarray, images: np.ndarray, cond: np.ndarray,
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-             max_batches: int | None = None) -> dict[str, Any] | None:
+             max_batches: int | None = None,
+             out_dir: str | None = None) -> dict[str, Any] | None:
   """Samples the eval split with the newest checkpoint's EMA parameters; writes metrics.
 
   Args:
@@ -220,6 +242,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: the training run's directory.
     max_batches: sample at most this many new batches, then stop without a summary (to
       split a long evaluation into jobs; a later call resumes).
+    out_dir: where batches and metrics go instead of workdir/eval/<condition> (e.g. to
+      compare samplers on one checkpoint without replacing the run's own evaluation).
   Returns:
     The metrics.json content, or None if stopped by max_batches before the end.
   """
@@ -236,7 +260,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   n = len(data['image'])
   num_batches = -(-n // batch_size)
   settings = sampler_settings(config)
-  out_dir = output_dir(workdir, condition)
+  own_dir = out_dir is None
+  out_dir = output_dir(workdir, condition) if own_dir else os.fspath(out_dir)
 
   dat = parallel.data_sharding(mesh)
   sample = jitted_sample_fn(config, mesh)
@@ -246,6 +271,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return json.dumps({'checkpoint_step': step, 'condition': condition, 'sampler': settings,
                        'batch_size': batch_size, 'data': config.data.builder_config,
                        'split': e.split, 'image_size': int(config.data.image_size),
+                       'view_stride': int(e.get('view_stride', 1)),
                        'indices': indices.tolist()}, sort_keys=True)
 
   batches, todo = [], []
@@ -279,7 +305,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = _summarise(config, condition, step, settings, data, batches)
   if jax.process_index() == 0:
     files.write_json(os.path.join(out_dir, 'metrics.json'), summary)
-    if condition == config.condition:  # the documented place for the run's own condition
+    if own_dir and condition == config.condition:  # the run's own condition: documented place
       files.write_json(os.path.join(workdir, EVAL_DIR, 'metrics.json'), summary)
     files.write_npz(os.path.join(out_dir, 'samples.npz'),
                     samples=np.concatenate([x['samples'] for x in batches]),
@@ -365,7 +391,7 @@ def _summarise(config: ml_collections.ConfigDict, condition: str, step: int,
       'trained_condition': config.condition, 'scale': config.get('scale', ''),
       'data': f'{config.data.name}/{config.data.builder_config}',
       'image_size': int(config.data.image_size), 'split': config.eval.split,
-      'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,
+      'view_stride': int(config.eval.get('view_stride', 1)), 'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,
       'batch_size': int(config.eval.batch_size)}
   for k in names:
     s = metrics.summarise(per[k])

@@ -27,9 +27,13 @@ def atomic_path(path: str, suffix: str = ''):
     yield tmp
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if isinstance(e, OSError):  # e.g. a full disk: say which file, and that nothing changed
+      raise OSError(e.errno, f'Cannot write {path} ({e.strerror or e}); any earlier '
+                    f'{os.path.basename(path)} is unchanged. Free space or pass another '
+                    '--workdir / --out.') from e
     raise
 
 

@@ -49,4 +49,72 @@ def resolve(config, workdir: str | None, mode: str,
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
   if data_dir:
     config.data.data_dir = data_dir
+  validate(config)
   return config
+
+
+# field -> allowed values: the choices the code dispatches on.
+_CHOICES = {
+    'method': ('csm', 'ctm', 'unet'),
+    'condition': ('contour', 'contour_bone'),
+    'sampling.method': ('pc', 'heun', 'dpm2'),
+    'sampling.order': ('predictor_first', 'corrector_first'),
+    'eval.condition': ('', 'contour', 'contour_bone'),
+    'eval.split': ('train', 'validation', 'test'),
+}
+# field -> (lowest, highest, whether the lowest is allowed), None = unbounded.
+_RANGES = {
+    'data.image_size': (1, None, True),
+    'model.nf': (1, None, True),
+    'model.num_res_blocks': (1, None, True),
+    'sde.sigma_min': (0.0, None, False),
+    'sde.num_scales': (1, None, True),
+    'training.batch_size': (1, None, True),
+    'training.num_train_steps': (1, None, True),
+    'optim.lr': (0.0, None, False),
+    'sampling.snr': (0.0, None, True),
+    'sampling.t0': (0.0, 1.0, False),
+    'sampling.ode_steps': (2, None, True),
+    'eval.batch_size': (1, None, True),
+    'eval.num_images': (0, None, True),
+    'eval.view_stride': (1, None, True),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config value the code cannot use, naming the field and what it expects.
+
+  Raises:
+    ValueError: a field outside its choices or range, or inconsistent fields.
+  """
+  def get(dotted):
+    node = config
+    for k in dotted.split('.'):
+      if k not in node:
+        return None  # an older saved config: the field's default applies
+      node = node[k]
+    return node
+
+  for field, choices in _CHOICES.items():
+    value = get(field)
+    if value is not None and value not in choices:
+      raise ValueError(f'config.{field}={value!r}: expected one of {choices}.')
+  for field, (lo, hi, closed) in _RANGES.items():
+    value = get(field)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f'config.{field}={value!r}: expected a number.')
+    if (value < lo or (value == lo and not closed)) or (hi is not None and value > hi):
+      bound = f'>= {lo}' if closed else f'> {lo}'
+      raise ValueError(f'config.{field}={value!r}: expected a value {bound}'
+                       + (f' and <= {hi}.' if hi is not None else '.'))
+  if config.sde.sigma_max <= config.sde.sigma_min:
+    raise ValueError(f'config.sde.sigma_max={config.sde.sigma_max!r} must exceed '
+                     f'config.sde.sigma_min={config.sde.sigma_min!r}.')
+  levels = len(config.model.ch_mult)
+  if config.data.image_size % 2 ** (levels - 1):
+    raise ValueError(
+        f'config.data.image_size={config.data.image_size} must be divisible by '
+        f'{2 ** (levels - 1)}: the model halves it {levels - 1} times '
+        f'(config.model.ch_mult={tuple(config.model.ch_mult)}).')

@@ -134,3 +134,26 @@ def test_clear_errors(tmp_path, data_dir):
   config.eval.condition = 'bones'
   with pytest.raises(ValueError, match="'bones'"):
     evaluate.eval_condition(config)
+
+
+def test_view_stride_keeps_every_nth_view_of_each_patient(data_dir):
+  config = tiny_config('ctm', data_dir)
+  config.data.image_size = TINY.detector
+  everything = evaluate.load_split(config, 'test')
+  some = evaluate.load_split(config, 'test', view_stride=2)
+  # Independent reference: per patient, angles sorted, every 2nd one from the first.
+  expected = []
+  for pid in sorted(set(everything['patient_id'])):
+    angles = sorted(a for p, a in zip(everything['patient_id'], everything['angle_deg'])
+                    if p == pid)
+    expected += [(pid, a) for a in angles[::2]]
+  got = list(zip(some['patient_id'], some['angle_deg']))
+  assert sorted(got) == sorted(expected) and len(got) == len(everything['image']) // 2
+  for k in ('image', 'contour_bone'):  # each example keeps its own image and masks
+    for i, key in enumerate(got):
+      j = list(zip(everything['patient_id'], everything['angle_deg'])).index(key)
+      np.testing.assert_array_equal(some[k][i], everything[k][j])
+  first = evaluate.load_split(config, 'test', num_images=2, view_stride=2)
+  assert list(first['angle_deg']) == list(some['angle_deg'][:2])
+  with pytest.raises(ValueError, match='view_stride=0'):
+    evaluate.load_split(config, 'test', view_stride=0)

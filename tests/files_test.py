@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 
@@ -23,3 +24,22 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     files.write_json(path, {'bad': object()})  # not JSON-serialisable, fails mid-write
   assert json.loads(path.read_text()) == {'old': True}
   assert os.listdir(tmp_path) == ['m.json']
+
+
+def test_full_disk_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
+  path = tmp_path / 'batch.npz'
+  files.write_npz(path, x=np.arange(4))
+
+  def half_written_then_full(file, **arrays):  # what a full disk does to np.savez
+    with open(file, 'wb') as f:
+      f.write(b'PK\x03\x04 truncated')
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(np, 'savez', half_written_then_full)
+  with pytest.raises(OSError, match=f'Cannot write {path} \\(No space left on device\\); '
+                     'any earlier batch.npz is unchanged') as err:
+    files.write_npz(path, x=np.zeros(4))
+  assert err.value.errno == errno.ENOSPC
+  monkeypatch.undo()
+  with np.load(path) as z:
+    np.testing.assert_array_equal(z['x'], np.arange(4))
+  assert os.listdir(tmp_path) == ['batch.npz']  # the half-written temp file is gone

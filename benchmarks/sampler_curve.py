@@ -1,0 +1,134 @@
+"""Quality vs network evaluations: fast PF-ODE solvers and shorter PC runs against PC N=500.
+
+    python -m benchmarks.sampler_curve --workdirs runs/table/ctm_contour_bone \
+        runs/table/ctm_contour runs/table/csm --out benchmarks/sampler_curve
+
+For each trained workdir (a CSM workdir once per condition) and each sampler setting, the
+run's own eval subset (its saved config.eval: split, view_stride, num_images, seed) is
+sampled with the newest checkpoint and scored like `--mode=eval`. The reference is the
+run's own `--mode=eval` result (workdir/eval/<condition>/metrics.json, PC with the config's
+N, normally 500), which must exist. Each setting's batches go to
+workdir/eval_samplers/<condition>/<setting>/ so an interrupted run resumes and the run's own
+evaluation is never replaced. Prints one JSON object and writes out/curve.json, out/curve.png.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import ml_collections
+
+if not __package__:  # Run as a script: make the repository importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
+from score_sde_knee import fast_sampling
+from score_sde_knee import files
+from score_sde_knee import run_config
+
+DEFAULT_SETTINGS = ('heun:5', 'heun:10', 'heun:18', 'heun:25', 'dpm2:10', 'dpm2:25',
+                    'pc:50', 'pc:100')
+KEYS = ('psnr', 'mae', 'dice', 'ssim')
+
+
+def configure(config, setting: str):
+  """A copy of config sampling with `solver:n` (n = ode_steps for heun/dpm2, N for pc)."""
+  solver, n = setting.split(':')
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.sampling.method = solver
+  if solver == 'pc':
+    config.sde.num_scales = int(n)
+  else:
+    config.sampling.ode_steps = int(n)
+  run_config.validate(config)
+  return config
+
+
+def effective_nfe(config) -> float:
+  """Evaluations per sample actually spent: CSM starts at t0, so PC runs ~t0 of its grid."""
+  n = fast_sampling.nfe(config)
+  if config.method == 'csm' and config.sampling.method == 'pc':
+    n = round(n * float(config.sampling.t0))
+  return n
+
+
+def run(workdirs: list[str], settings: list[str], out: str) -> dict:
+  rows = []
+  for workdir in workdirs:
+    base = run_config.load(workdir)
+    conditions = evaluate.CONDITIONS if base.method == 'csm' else (base.condition,)
+    for condition in conditions:
+      ref_path = os.path.join(evaluate.output_dir(workdir, condition), 'metrics.json')
+      if not os.path.exists(ref_path):
+        raise FileNotFoundError(f'{ref_path} not found: run python main.py --mode=eval '
+                                f'--workdir={workdir} --condition={condition} first.')
+      with open(ref_path, encoding='utf-8') as f:
+        ref = json.load(f)
+      base.eval.condition = condition
+      rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
+                   'setting': f"pc:{ref['sampler']['N']} (reference)",
+                   'nfe': effective_nfe(base), 'seconds': None,
+                   **{k: ref.get(f'{k}_mean') for k in KEYS}})
+      for setting in settings:
+        config = configure(base, setting)
+        print(f'== {workdir} {condition} {setting}', file=sys.stderr, flush=True)
+        t = time.monotonic()
+        got = evaluate.evaluate(config, workdir, out_dir=os.path.join(
+            workdir, 'eval_samplers', condition, setting.replace(':', '-')))
+        rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
+                     'setting': setting, 'nfe': effective_nfe(config),
+                     'seconds': time.monotonic() - t,
+                     **{k: got.get(f'{k}_mean') for k in KEYS}})
+  result = {'rows': rows, 'n_images': ref['n'], 'checkpoint_step': ref['checkpoint_step']}
+  for r in rows:  # gap to the reference of the same model and condition
+    ref_row = next(x for x in rows if x['workdir'] == r['workdir']
+                   and x['condition'] == r['condition'] and x['seconds'] is None)
+    r['psnr_gap_db'] = r['psnr'] - ref_row['psnr']
+  os.makedirs(out, exist_ok=True)
+  files.write_json(os.path.join(out, 'curve.json'), result)
+  plot(rows, os.path.join(out, 'curve.png'))
+  return result
+
+
+def plot(rows: list[dict], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  groups = sorted({(r['method'], r['condition']) for r in rows})
+  fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+  for ax, (method, condition) in zip(axes[0], groups):
+    mine = [r for r in rows if (r['method'], r['condition']) == (method, condition)]
+    ref = next(r for r in mine if r['seconds'] is None)
+    ax.axhspan(ref['psnr'] - 0.5, ref['psnr'] + 0.5, color='0.9',
+               label=f"PC N=500 ± 0.5 dB ({ref['nfe']} NFE)")
+    ax.axhline(ref['psnr'], color='0.4', lw=1)
+    for solver, marker in (('heun', 'o-'), ('dpm2', 's-'), ('pc', '^-')):
+      pts = sorted((r['nfe'], r['psnr']) for r in mine
+                   if r['seconds'] is not None and r['setting'].startswith(solver + ':'))
+      if pts:
+        ax.plot(*zip(*pts), marker, label=solver)
+    ax.axvline(50, color='r', lw=0.8, ls=':')
+    ax.set_xscale('log')
+    ax.set_xlabel('network evaluations per sample')
+    ax.set_ylabel('PSNR (dB)')
+    ax.set_title(f'{method.upper()} · {condition}')
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  with files.atomic_path(path, '.png') as tmp:
+    fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--workdirs', nargs='+', required=True)
+  p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
+                 help='solver:n, n = ode_steps for heun/dpm2 and N for pc')
+  p.add_argument('--out', default='benchmarks/sampler_curve')
+  a = p.parse_args()
+  print(json.dumps(run(a.workdirs, a.settings, a.out), indent=1))
+
+
+if __name__ == '__main__':
+  main()
