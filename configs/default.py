@@ -55,6 +55,8 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   t.batch_size = 16                 # Global, across all devices and hosts.
   t.num_train_steps = 1_300_000
   t.eps = 1e-5                      # t ~ U(eps, 1).
+  t.compute_dtype = 'float32'       # or 'bfloat16': mixed precision, float32 parameters.
+  t.steps_per_call = 1              # Updates per jitted call (lax.scan); divides all periods.
   t.log_every = 100
   t.eval_every = 5000               # Validation loss with EMA parameters.
   t.eval_batches = 8

@@ -70,12 +70,20 @@ class Checkpoints:
     logging.info('Restored step %d from %s.', step, manager.directory)
     return state, step
 
+  def due(self, step: int) -> bool:
+    """Whether `maybe_save(step, ...)` writes a checkpoint."""
+    return self._kept_due(step) or (self.preemption_every > 0
+                                    and step % self.preemption_every == 0)
+
+  def _kept_due(self, step: int) -> bool:
+    return (self.checkpoint_every > 0 and step % self.checkpoint_every == 0
+            or step == self.num_train_steps)
+
   def maybe_save(self, step: int, state: Any) -> None:
     """Saves after update `step` when a kept or a preemption checkpoint is due."""
-    if (self.checkpoint_every > 0 and step % self.checkpoint_every == 0
-        or step == self.num_train_steps):
+    if self._kept_due(step):
       self.kept.save(step, args=ocp.args.StandardSave(state), force=True)
-    elif self.preemption_every > 0 and step % self.preemption_every == 0:
+    elif self.due(step):
       self.preemption.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def close(self) -> None:

@@ -51,8 +51,9 @@ def get_loss_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE,
   rng: one key per step; split here for t, noise and dropout (dropout only when train).
   """
   method = config.method
+  dtype = config.training.get('compute_dtype', 'float32')
   if method == 'unet':
-    predict_fn = model_utils.get_predict_fn(model)
+    predict_fn = model_utils.get_predict_fn(model, dtype)
 
     def l1_loss_fn(params, batch: Batch, rng: Array, train: bool):
       _check_batch(batch, ('image', 'cond'))
@@ -62,7 +63,7 @@ def get_loss_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE,
 
     return l1_loss_fn
 
-  score_fn = model_utils.get_score_fn(model, sde, method)
+  score_fn = model_utils.get_score_fn(model, sde, method, dtype)
   eps = float(config.training.eps)
   if not 0 < eps < sde.T:
     raise ValueError(f'config.training.eps must be in (0, {sde.T}), got {eps}')

@@ -85,17 +85,33 @@ def init_params(model: ncsnpp.NCSNpp, rng: Array,
 
 
 def _apply(model: ncsnpp.NCSNpp, params: Params, x: Array, sigma: Array | None, train: bool,
-           rng: Array | None) -> Array:
+           rng: Array | None, compute_dtype: str = 'float32') -> Array:
   rngs = {'dropout': rng} if rng is not None else {}
-  return model.apply({'params': params}, x, sigma, train=train, rngs=rngs)
+  if compute_dtype == 'float32':
+    return model.apply({'params': params}, x, sigma, train=train, rngs=rngs)
+  out = model.apply({'params': cast_params(params, compute_dtype)}, x.astype(compute_dtype),
+                    sigma, train=train, rngs=rngs)
+  return out.astype(jnp.float32)
 
 
-def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str) -> Callable[..., Array]:
+def cast_params(params: Params, dtype: str) -> Params:
+  """Parameters in `dtype` for mixed-precision compute; the gradient flows back to the
+  float32 originals through the cast. The Fourier frequencies stay float32: 2 pi W log(sigma)
+  reaches hundreds of radians, where bfloat16's 8-bit mantissa is off by whole turns."""
+  def cast(path, p):
+    keep = any('GaussianFourierProjection' in str(getattr(k, 'key', '')) for k in path)
+    return p if keep else p.astype(dtype)
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str,
+                 compute_dtype: str = 'float32') -> Callable[..., Array]:
   """score_fn(params, x, t, cond, *, train=False, rng=None) -> score, all (B, H, W, 1).
 
   t: (B,) times in (0, 1]; sigma = sde.sigma(t) is what the network sees. cond: the
   segmentation (B, H, W, 1) in data space; CSM ignores it (may be None), CTM concatenates it
   to x along channels. rng: dropout key, needed only when train=True and dropout > 0.
+  compute_dtype: 'float32', or 'bfloat16' for mixed precision (float32 in and out).
   """
   _check_method(method)
   if method == 'unet':
@@ -108,19 +124,20 @@ def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str) -> Calla
       if cond is None:
         raise ValueError("score_fn: method 'ctm' needs cond (B, H, W, 1), got None")
       x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
-    return _apply(model, params, x, sigma, train, rng)
+    return _apply(model, params, x, sigma, train, rng, compute_dtype)
 
   return score_fn
 
 
-def get_predict_fn(model: ncsnpp.NCSNpp) -> Callable[..., Array]:
+def get_predict_fn(model: ncsnpp.NCSNpp,
+                   compute_dtype: str = 'float32') -> Callable[..., Array]:
   """predict_fn(params, cond, *, train=False, rng=None) -> image (B, H, W, 1), unclipped."""
   if model.noise_conditional:
     raise ValueError('get_predict_fn needs the U-Net model (noise_conditional=False)')
 
   def predict_fn(params: Params, cond: Array, *, train: bool = False,
                  rng: Array | None = None) -> Array:
-    return _apply(model, params, cond, None, train, rng)
+    return _apply(model, params, cond, None, train, rng, compute_dtype)
 
   return predict_fn
 

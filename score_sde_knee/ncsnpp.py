@@ -106,8 +106,10 @@ class NCSNpp(nn.Module):
     if self.noise_conditional:
       # score_sde embeds log(sigma) for the VE SDE: frequencies W ~ N(0, 16^2) resolve the
       # ~9.5 units of log(sigma_max / sigma_min) finely.
+      # In float32 whatever the compute dtype (see model_utils.cast_params), then cast.
       temb = layers.GaussianFourierProjection(
-          embedding_size=self.nf, scale=self.fourier_scale)(jnp.log(sigma))
+          embedding_size=self.nf, scale=self.fourier_scale)(
+              jnp.log(sigma.astype(jnp.float32))).astype(x.dtype)
       temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init())(temb)
       temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init())(nn.silu(temb))
     else:

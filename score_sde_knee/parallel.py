@@ -112,17 +112,21 @@ def check_batch(batch_size: int, num_devices: int | None = None,
   return batch_size // num_processes
 
 
-def global_batch_from_local(local_batch: Any, mesh: Mesh) -> Any:
+def global_batch_from_local(local_batch: Any, mesh: Mesh, *, stacked: bool = False) -> Any:
   """Assembles global arrays, sharded along 'data', from each process's own batch.
 
   Args:
     local_batch: a pytree of host arrays whose leading axis is this process's share,
       global_batch // process_count examples.
     mesh: from `make_mesh()`.
+    stacked: the leaves are (k, local batch, ...): k batches for k steps in one call,
+      sharded along their second axis.
   Returns:
-    The same pytree of global `jax.Array`s with leading axis global_batch.
+    The same pytree of global `jax.Array`s with (leading, or second if stacked) axis
+    global_batch.
   """
-  sharding = data_sharding(mesh)
+  sharding = (NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)) if stacked
+              else data_sharding(mesh))
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       local_batch)

@@ -61,6 +61,7 @@ _CHOICES = {
     'sampling.order': ('predictor_first', 'corrector_first'),
     'eval.condition': ('', 'contour', 'contour_bone'),
     'eval.split': ('train', 'validation', 'test'),
+    'training.compute_dtype': ('float32', 'bfloat16'),
 }
 # field -> (lowest, highest, whether the lowest is allowed), None = unbounded.
 _RANGES = {

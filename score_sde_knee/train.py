@@ -81,7 +81,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                t.num_train_steps)
 
   datasets = (datasets_fn or input_pipeline.create_datasets)(config, start_step=start)
-  train_step = ts.make_train_step(config, model, mesh)
+  k = _steps_per_call(config, start)
+  train_step = (ts.make_train_step(config, model, mesh) if k == 1
+                else ts.make_multi_train_step(config, model, mesh))
   eval_step = ts.make_eval_step(config, model, mesh)
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
   sample_grid = (_make_sample_grid_fn(config, model, mesh) if t.sample_every > 0
@@ -90,25 +92,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer, report_progress = _create_writer(workdir, t.num_train_steps, t.log_every)
   if start == 0:
     writer.write_hparams({**_flatten(config.to_dict()), 'num_params': num_params})
+  # Metrics stay on the device until a step that logs, evaluates, samples or saves: no host
+  # sync in between, so the host prepares the next batch while the device computes. Every
+  # such step first checks all unchecked losses, so no checkpoint ever holds a NaN state.
+  unchecked: list[tuple[int, Any]] = []   # (first step, metrics stacked over the call)
   pending: list[dict[str, np.ndarray]] = []
   try:
-    for step in range(start + 1, t.num_train_steps + 1):  # step: updates done after this one
+    for step in range(start + k, t.num_train_steps + 1, k):  # updates done after this call
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        batch = parallel.global_batch_from_local(next(datasets.train), mesh)
-        state, metrics = train_step(state, batch)
-      # One scalar fetch per step keeps a NaN out of every checkpoint written below.
-      metrics = jax.device_get(metrics)
-      _check_finite(metrics, step)
-      pending.append(metrics)
+        if k == 1:
+          batch = parallel.global_batch_from_local(next(datasets.train), mesh)
+          state, metrics = train_step(state, batch)
+          unchecked.append((step, metrics))
+        else:
+          local = [next(datasets.train) for _ in range(k)]
+          batches = parallel.global_batch_from_local(
+              jax.tree.map(lambda *xs: np.stack(xs), *local), mesh, stacked=True)
+          state, metrics = train_step(state, batches)
+          unchecked.append((step - k + 1, metrics))
       if report_progress is not None:
-        report_progress(step)
+        for done in range(step - k + 1, step + 1):  # clu wants every step, once
+          report_progress(done)
       last = step == t.num_train_steps
-      if _due(step, t.log_every) or last:
+      log, evaluate = _due(step, t.log_every) or last, _due(step, t.eval_every) or last
+      sample = sample_grid is not None and (_due(step, t.sample_every) or last)
+      if not (log or evaluate or sample or ckpt.due(step)):
+        continue
+      for first, stacked in jax.device_get(unchecked):  # leaves () or (k,)
+        stacked = {name: np.atleast_1d(v) for name, v in stacked.items()}
+        for i in range(len(stacked['loss'])):
+          m = {name: v[i] for name, v in stacked.items()}
+          _check_finite(m, first + i)
+          pending.append(m)
+      unchecked = []
+      if log:
         writer.write_scalars(step, _mean(pending))
         pending = []
-      if _due(step, t.eval_every) or last:
+      if evaluate:
         writer.write_scalars(step, _evaluate(eval_step, state, datasets, mesh, eval_rng))
-      if sample_grid is not None and (_due(step, t.sample_every) or last):
+      if sample:
         _write_sample_grid(sample_grid, state, datasets, mesh, config, writer, workdir,
                            step)
       ckpt.maybe_save(step, state)
@@ -116,6 +138,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt.close()
     writer.flush()
   return state
+
+
+def _steps_per_call(config: ml_collections.ConfigDict, start: int) -> int:
+  """config.training.steps_per_call, checked: every period must be a multiple of it."""
+  t = config.training
+  k = int(t.get('steps_per_call', 1))
+  periods = {'num_train_steps': t.num_train_steps, 'log_every': t.log_every,
+             'eval_every': t.eval_every, 'sample_every': t.sample_every,
+             'checkpoint_every': t.checkpoint_every,
+             'preemption_every': t.preemption_every, 'resumed step': start}
+  bad = {name: v for name, v in periods.items() if v % k}
+  if k < 1 or bad:
+    raise ValueError(f'config.training.steps_per_call={k}: expected an integer >= 1 that '
+                     f'divides every period, but {bad} are not multiples of it.')
+  return k
 
 
 def _due(step: int, every: int) -> bool:

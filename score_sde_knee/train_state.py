@@ -126,15 +126,37 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: Any) -> LossFn:
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: Any,
-                    mesh: jax.sharding.Mesh):
-  """jit(train_step) with the state replicated and donated, the batch split on 'data'."""
+                    mesh: jax.sharding.Mesh, *, donate: bool = True):
+  """jit(train_step) with the state replicated and donated, the batch split on 'data'.
+
+  donate=False only for benchmarks/train_options.py (what donation saves).
+  """
   fn = functools.partial(train_step, loss_fn=make_loss_fn(config, model),
                          tx=make_optimizer(config),
                          schedule=learning_rate_schedule(config),
                          ema_rate=config.model.ema_rate)
   rep, dat = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(fn, in_shardings=(rep, dat), out_shardings=(rep, rep),
-                 donate_argnums=0)
+                 donate_argnums=0 if donate else ())
+
+
+def make_multi_train_step(config: ml_collections.ConfigDict, model: Any,
+                          mesh: jax.sharding.Mesh):
+  """jit of config.training.steps_per_call (k) train steps in one call, via lax.scan.
+
+  (state, batches with leaves (k, B, ...)) -> (state, metrics with leaves (k,)). One
+  dispatch and one program for k updates: on a GPU, small models stop waiting on the host.
+  Unrolled: as a rolled while loop the same updates ran 15x slower on XLA:CPU
+  (benchmarks/NOTES.md); unrolling costs k times the compile time instead.
+  """
+  fn = functools.partial(train_step, loss_fn=make_loss_fn(config, model),
+                         tx=make_optimizer(config),
+                         schedule=learning_rate_schedule(config),
+                         ema_rate=config.model.ema_rate)
+  rep = parallel.replicated(mesh)
+  dat = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+  return jax.jit(lambda state, batches: jax.lax.scan(fn, state, batches, unroll=True),
+                 in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=0)
 
 
 def make_eval_step(config: ml_collections.ConfigDict, model: Any,

@@ -152,3 +152,27 @@ def test_parameter_counts_per_scale(arg, lo, hi):
     n = model_utils.count_params(shapes)
     print(f'{method} {arg or "paper"}: {n:,} parameters')
     assert lo < n < hi
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_fourier_features():
+  config = _config('ctm')
+  config.model.init_scale = 1.0  # 0 zeroes the output convolution: nothing to compare
+  model = model_utils.create_model(config)
+  params = model_utils.init_params(model, jax.random.key(0), config)
+  cast = model_utils.cast_params(params, 'bfloat16')
+  assert cast['GaussianFourierProjection_0']['W'].dtype == jnp.float32
+  assert cast['Conv_0']['kernel'].dtype == jnp.bfloat16
+  sde = sde_lib.VESDE(0.01, 8.0, 4)
+  fns = {d: model_utils.get_score_fn(model, sde, 'ctm', d) for d in ('float32', 'bfloat16')}
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
+  cond = jnp.round(jax.random.uniform(jax.random.key(2), (2, 16, 16, 1)) * 2) / 2
+  t = jnp.array([0.05, 0.9])
+  ref, low = (fns[d](params, x, t, cond) for d in ('float32', 'bfloat16'))
+  assert low.dtype == jnp.float32
+  rel = float(jnp.linalg.norm(low - ref) / jnp.linalg.norm(ref))
+  assert 1e-5 < rel < 3e-2, rel  # bfloat16-sized differences: rounded, not garbage
+  # The convolutions really run in bfloat16, and the gradient is float32 like the params.
+  jaxpr = str(jax.make_jaxpr(lambda p: fns['bfloat16'](p, x, t, cond))(params))
+  assert 'conv_general_dilated' in jaxpr and 'bf16[2,16,16,8]' in jaxpr
+  grads = jax.grad(lambda p: jnp.sum(fns['bfloat16'](p, x, t, cond)))(params)
+  assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}

@@ -161,6 +161,19 @@ def test_nan_stops_and_resume_equals_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+def test_nan_between_syncs_is_caught_before_the_next_checkpoint(tmp_path):
+  # Metrics are fetched only at log / eval / checkpoint steps (here every 4th): a NaN at
+  # step 6 is found at step 8, named as step 6, and step 8 is never saved.
+  config = ctm.get_config('test')
+  t = config.training
+  t.num_train_steps, t.log_every, t.eval_every, t.checkpoint_every = 8, 4, 4, 4
+  t.preemption_every = 0
+  with pytest.raises(train.NonFiniteLossError, match='diverged at step 6'):
+    train.train_and_evaluate(config, str(tmp_path), datasets_fn=_synthetic_datasets(nan_at=5))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4']
+  assert not os.path.exists(tmp_path / 'preemption') or not os.listdir(tmp_path / 'preemption')
+
+
 def test_refuses_a_workdir_of_another_method(tmp_path):
   from score_sde_knee import run_config
   run_config.save(csm.get_config('test'), str(tmp_path))
@@ -173,4 +186,22 @@ def test_batch_not_divisible_by_devices_is_an_error(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, 'device_count', lambda: 3)
   with pytest.raises(ValueError, match='4.*3'):
     train.train_and_evaluate(ctm.get_config('test'), str(tmp_path),
+                             datasets_fn=_synthetic_datasets())
+
+
+def test_several_steps_per_call_match_one_step_per_call(tmp_path):
+  config = ctm.get_config('test')            # 4 steps; logs every step
+  config.training.log_every = config.training.preemption_every = 2
+  one = train.train_and_evaluate(config, str(tmp_path / 'one'),
+                                 datasets_fn=_synthetic_datasets())
+  config.training.steps_per_call = 2
+  two = train.train_and_evaluate(config, str(tmp_path / 'two'),
+                                 datasets_fn=_synthetic_datasets())
+  assert int(two.step) == 4
+  assert sorted(os.listdir(tmp_path / 'two' / 'checkpoints')) == ['2', '4']
+  for x, y in zip(_leaves(one), _leaves(two)):  # the same updates, maybe fused otherwise
+    np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+  config.training.steps_per_call = 3
+  with pytest.raises(ValueError, match=r'steps_per_call=3: .*num_train_steps'):
+    train.train_and_evaluate(config, str(tmp_path / 'three'),
                              datasets_fn=_synthetic_datasets())
