@@ -119,8 +119,8 @@ def _apply_scale(c: ml_collections.ConfigDict, scale: str) -> None:
     return
   if scale == 'cpu':
     # 64 px on 2 CPU cores: ~0.7 s per step at batch 16, so the five models of Table I
-    # train in about 20 minutes each (benchmarks/RESULTS.md). nf 32 costs ~2.7x more per
-    # step and was not better at equal wall time.
+    # train in about 15 minutes each (benchmarks/RESULTS.md). nf 32 costs ~2.7x more per
+    # step.
     c.data.builder_config = 'phantom_64'
     c.data.image_size = 64
     c.data.shuffle_buffer = 1000
