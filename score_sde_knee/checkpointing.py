@@ -35,10 +35,12 @@ class Checkpoints:
     # A declared handler lets item_metadata() read the stored shapes before a restore.
     self.kept = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), KEPT_DIR),
-        item_handlers=ocp.StandardCheckpointHandler(), options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True))
+        item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True))
     self.preemption = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), PREEMPTION_DIR),
-        item_handlers=ocp.StandardCheckpointHandler(), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     self.checkpoint_every = t.checkpoint_every
     self.preemption_every = t.preemption_every
     self.num_train_steps = t.num_train_steps

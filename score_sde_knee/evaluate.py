@@ -391,7 +391,8 @@ def _summarise(config: ml_collections.ConfigDict, condition: str, step: int,
       'trained_condition': config.condition, 'scale': config.get('scale', ''),
       'data': f'{config.data.name}/{config.data.builder_config}',
       'image_size': int(config.data.image_size), 'split': config.eval.split,
-      'view_stride': int(config.eval.get('view_stride', 1)), 'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,
+      'view_stride': int(config.eval.get('view_stride', 1)),
+      'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,
       'batch_size': int(config.eval.batch_size)}
   for k in names:
     s = metrics.summarise(per[k])
