@@ -32,15 +32,33 @@ DEFAULT_SETTINGS = ('heun:5', 'heun:10', 'heun:18', 'heun:25', 'dpm2:10', 'dpm2:
 KEYS = ('psnr', 'mae', 'dice', 'ssim')
 
 
+# Short names for the sampler fields a setting may override after `solver:n:`.
+OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
+           'rho': 'rho', 'snr': 'snr'}
+
+
 def configure(config, setting: str):
-  """A copy of config sampling with `solver:n` (n = ode_steps for heun/dpm2, N for pc)."""
-  solver, n = setting.split(':')
+  """A copy of config sampling with `solver:n[:name=value,...]`.
+
+  n = ode_steps for heun/dpm2 and N for pc; names from OPTIONS, e.g.
+  'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2).
+  """
+  parts = setting.split(':')
+  if len(parts) not in (2, 3):
+    raise ValueError(f'setting {setting!r}: expected solver:n[:name=value,...]')
+  solver, n = parts[:2]
   config = ml_collections.ConfigDict(config.to_dict())
   config.sampling.method = solver
   if solver == 'pc':
     config.sde.num_scales = int(n)
   else:
     config.sampling.ode_steps = int(n)
+  for item in (parts[2].split(',') if len(parts) == 3 else []):
+    name, _, value = item.partition('=')
+    if name not in OPTIONS or not value:
+      raise ValueError(f'setting {setting!r}: {item!r} is not name=value with a name in '
+                       f'{sorted(OPTIONS)}')
+    config.sampling[OPTIONS[name]] = float(value)
   run_config.validate(config)
   return config
 
@@ -75,7 +93,8 @@ def run(workdirs: list[str], settings: list[str], out: str) -> dict:
         print(f'== {workdir} {condition} {setting}', file=sys.stderr, flush=True)
         t = time.monotonic()
         got = evaluate.evaluate(config, workdir, out_dir=os.path.join(
-            workdir, 'eval_samplers', condition, setting.replace(':', '-')))
+            workdir, 'eval_samplers', condition,
+            setting.replace(':', '-').replace(',', '_').replace('=', '')))
         rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
                      'setting': setting, 'nfe': effective_nfe(config),
                      'seconds': time.monotonic() - t,
@@ -103,11 +122,16 @@ def plot(rows: list[dict], path: str) -> None:
     ax.axhspan(ref['psnr'] - 0.5, ref['psnr'] + 0.5, color='0.9',
                label=f"PC N=500 ± 0.5 dB ({ref['nfe']} NFE)")
     ax.axhline(ref['psnr'], color='0.4', lw=1)
-    for solver, marker in (('heun', 'o-'), ('dpm2', 's-'), ('pc', '^-')):
-      pts = sorted((r['nfe'], r['psnr']) for r in mine
-                   if r['seconds'] is not None and r['setting'].startswith(solver + ':'))
-      if pts:
-        ax.plot(*zip(*pts), marker, label=solver)
+    markers = {'heun': 'o-', 'dpm2': 's-', 'pc': '^-'}
+    # One line per solver and option string (e.g. heun, heun churn=10), by NFE.
+    lines = {}
+    for r in mine:
+      if r['seconds'] is not None:
+        solver, _, rest = r['setting'].partition(':')
+        label = ' '.join([solver] + rest.split(':')[1:])
+        lines.setdefault((solver, label), []).append((r['nfe'], r['psnr']))
+    for (solver, label), pts in sorted(lines.items()):
+      ax.plot(*zip(*sorted(pts)), markers.get(solver, 'x-'), label=label)
     ax.axvline(50, color='r', lw=0.8, ls=':')
     ax.set_xscale('log')
     ax.set_xlabel('network evaluations per sample')
@@ -124,7 +148,8 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--workdirs', nargs='+', required=True)
   p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
-                 help='solver:n, n = ode_steps for heun/dpm2 and N for pc')
+                 help='solver:n[:name=value,...], n = ode_steps for heun/dpm2 and N for '
+                 f'pc; names: {sorted(OPTIONS)}')
   p.add_argument('--out', default='benchmarks/sampler_curve')
   a = p.parse_args()
   print(json.dumps(run(a.workdirs, a.settings, a.out), indent=1))

@@ -13,6 +13,8 @@ import re
 import numpy as np
 import SimpleITK as sitk
 
+from score_sde_knee import files
+
 SUFFIXES = ('.nii.gz', '.nii', '.mha', '.mhd', '.nrrd', '.nhdr')
 _COMPANIONS = ('.raw', '.zraw', '.img', '.gz', '.bz2')  # Data files of .mhd/.nhdr headers.
 _LAS = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)  # LPS directions of the LAS axes.
@@ -276,3 +278,22 @@ def find_ct_cases(manual_dir: str) -> list[tuple[str, str]]:
       key = _case_id(rel)
       cases[key + '_dicom' if key in cases else key] = root
   return sorted(cases.items())
+
+
+def write_ct(path: str, hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> None:
+  """Writes a (z, y, x) LAS volume (e.g. a phantom's HU) as NIfTI or any SimpleITK format
+  (by extension), centred on the origin, atomically; `load_ct` gives back the same array.
+
+  The physical frame is LPS with +x = left (a left knee: lateral) and +y = anterior, so the
+  y axis' direction is (0, -1, 0).
+  """
+  img = sitk.GetImageFromArray(np.ascontiguousarray(hu, np.float32))
+  sz, sy, sx = spacing_mm
+  nz, ny, nx = hu.shape
+  img.SetSpacing((sx, sy, sz))
+  img.SetDirection(_LAS)
+  x0, y0, z0 = (-(n - 1) * h / 2 for n, h in ((nx, sx), (ny, sy), (nz, sz)))
+  img.SetOrigin((x0, -y0, z0))
+  suffix = '.nii.gz' if str(path).endswith('.nii.gz') else '.' + str(path).rsplit('.', 1)[-1]
+  with files.atomic_path(path, suffix) as tmp:
+    sitk.WriteImage(img, tmp, True)

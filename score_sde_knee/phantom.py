@@ -27,7 +27,6 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from score_sde_knee import files
 
 DEFAULT_SHAPE_MM = (240.0, 232.0, 232.0)  # (z, y, x) field; the leg and skin fit inside.
 _SHELL_MM = 1.5      # Cortical shell of epiphyses, plateau and patella.
@@ -400,58 +399,6 @@ def make_phantom(seed: int, *, spacing_mm: float = 1.0,
   return Phantom(hu=hu, spacing_mm=(h, h, h), params=params)
 
 
-def write_nifti(path: str, phantom: Phantom) -> None:
-  """Writes the phantom as a NIfTI (or any SimpleITK format by extension), atomically.
-
-  The physical frame is LPS with +x = left (a left knee: lateral) and +y = anterior, so the
-  y axis' direction is (0, -1, 0); `ct_io.load_ct` gives back the same array.
-  """
-  import SimpleITK as sitk  # pylint: disable=g-import-not-at-top
-  img = sitk.GetImageFromArray(np.ascontiguousarray(phantom.hu, np.float32))
-  sz, sy, sx = phantom.spacing_mm
-  nz, ny, nx = phantom.hu.shape
-  img.SetSpacing((sx, sy, sz))
-  img.SetDirection((1, 0, 0, 0, -1, 0, 0, 0, 1))
-  x0, y0, z0 = (-(n - 1) * h / 2 for n, h in ((nx, sx), (ny, sy), (nz, sz)))
-  img.SetOrigin((x0, -y0, z0))
-  suffix = '.nii.gz' if str(path).endswith('.nii.gz') else '.' + str(path).rsplit('.', 1)[-1]
-  with files.atomic_path(path, suffix) as tmp:
-    sitk.WriteImage(img, tmp, True)
-
-
-def save_png(path: str, phantom: Phantom) -> None:
-  """Three mid-slices through the joint and an AP sum projection, for a quick look."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  hu = phantom.hu
-  sz, sy, sx = phantom.spacing_mm
-  nz, ny, nx = hu.shape
-  ez, ey, ex = nz * sz / 2, ny * sy / 2, nx * sx / 2
-  p = phantom.params
-  oz, oy, ox = p['offset_mm']
-  cut = dict(z=oz + p['patella_z'] - p['patella_h'] / 4, y=oy - 10 * p['scale'], x=ox + 10 * p['scale'])
-  iz, iy, ix = (int(np.clip((cut[a] + e) / h - 0.5, 0, n - 1))
-                for a, e, h, n in (('z', ez, sz, nz), ('y', ey, sy, ny), ('x', ex, sx, nx)))
-  mu = np.maximum(hu, -1000) + 1000
-  views = [(hu[:, :, ix], (-ey, ey, -ez, ez), f'sagittal x={cut["x"]:.0f} (+y anterior)'),
-           (hu[:, iy, :], (-ex, ex, -ez, ez), f'coronal y={cut["y"]:.0f} (+x lateral)'),
-           (hu[iz], (-ex, ex, -ey, ey), f'axial z={cut["z"]:.0f} (+y anterior)'),
-           (mu.sum(axis=1), (-ex, ex, -ez, ez), 'AP sum projection'),
-           (mu.sum(axis=2), (-ey, ey, -ez, ez), 'lateral sum projection')]
-  fig, axes = plt.subplots(1, 5, figsize=(20, 4.6))
-  for ax, (img, ext, title) in zip(axes, views):
-    kw = dict(vmin=-300, vmax=1500) if 'sum' not in title else {}
-    ax.imshow(img, origin='lower', extent=ext, cmap='gray', **kw)
-    ax.set_title(title, fontsize=9)
-  fig.suptitle(json.dumps({k: phantom.params[k] for k in
-                           ('seed', 'sex', 'scale', 'flexion_deg', 'varus_valgus_deg')},
-                          default=lambda v: round(v, 2)), fontsize=9)
-  with files.atomic_path(path, '.png') as tmp:
-    fig.savefig(tmp, dpi=80)
-  plt.close(fig)
-
-
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--seed', type=int, required=True)
@@ -462,9 +409,11 @@ def main(argv=None) -> None:
   ph = make_phantom(args.seed, spacing_mm=args.spacing)
   print(json.dumps(ph.params, indent=1, sort_keys=True))
   if args.out:
-    write_nifti(args.out, ph)
+    from score_sde_knee import ct_io  # pylint: disable=g-import-not-at-top
+    ct_io.write_ct(args.out, ph.hu, ph.spacing_mm)
   if args.png:
-    save_png(args.png, ph)
+    from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
+    visualize.save_phantom_png(args.png, ph)
 
 
 if __name__ == '__main__':

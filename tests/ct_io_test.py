@@ -187,7 +187,7 @@ def test_upside_down_heuristic(tmp_path):
 def test_phantom_nifti_loads_back_unchanged(tmp_path):
   ph = phantom.make_phantom(2, spacing_mm=4.0)
   path = str(tmp_path / 'p2.nii.gz')
-  phantom.write_nifti(path, ph)
+  ct_io.write_ct(path, ph.hu, ph.spacing_mm)
   vol = ct_io.load_ct(path, spacing_mm=4.0)
   np.testing.assert_array_equal(vol.hu, ph.hu)
   assert vol.notes == ['orientation kept: bottom/top body area ' +
@@ -267,3 +267,17 @@ def test_find_ct_cases(tmp_path):
   assert ct_io.find_ct_cases(str(root)) == cases
   with pytest.raises(CTError, match='nowhere'):
     ct_io.find_ct_cases(str(tmp_path / 'nowhere'))
+
+
+def test_write_ct_round_trip(tmp_path):
+  ph = phantom.make_phantom(5, spacing_mm=4.0)
+  path = tmp_path / 'p5.nii.gz'
+  ct_io.write_ct(str(path), ph.hu, ph.spacing_mm)
+  assert os.listdir(tmp_path) == ['p5.nii.gz']
+  img = sitk.ReadImage(str(path))
+  np.testing.assert_array_equal(sitk.GetArrayFromImage(img), ph.hu)
+  np.testing.assert_allclose(img.GetSpacing(), (4, 4, 4))
+  nz, ny, nx = ph.hu.shape
+  k, j, i = 3, 5, 7
+  want = ((i + 0.5) * 4 - nx * 2, -((j + 0.5) * 4 - ny * 2), (k + 0.5) * 4 - nz * 2)
+  np.testing.assert_allclose(img.TransformIndexToPhysicalPoint((i, j, k)), want, atol=1e-4)

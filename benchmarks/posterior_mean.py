@@ -1,0 +1,138 @@
+"""Single samples vs the average of K samples: how much PSNR a sampler loses to spread.
+
+    python -m benchmarks.posterior_mean --workdir runs/table/ctm_contour --k 8 \
+        --setting pc:100 --reference runs/table/unet_contour --out benchmarks/posterior_mean
+
+A diffusion model draws one plausible image per mask; an L1-trained U-Net returns about
+the median of what the mask allows. PSNR and MAE reward the centre of the posterior, so
+where a mask leaves much of the image open (contour only: the bones), a perfect sampler
+scores below a perfect regressor. This script measures that on the run's eval subset
+(its saved config.eval): K samples per image with seeds seed, seed+1, ..., the mean PSNR
+of single samples, the PSNR of the average of the first k samples (k = 1..K), and the
+per-pixel spread of the samples (std over the K draws, averaged over pixels). With
+--reference, the reference run's own `--mode=eval` metrics are put beside them.
+
+Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/ through
+`evaluate.evaluate(out_dir=...)`, so an interrupted run resumes. Prints one JSON object and
+writes out/posterior_<method>_<condition>.json and .png.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+if not __package__:  # Run as a script: make the repository importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import sampler_curve  # pylint: disable=g-import-not-at-top
+from score_sde_knee import evaluate
+from score_sde_knee import files
+from score_sde_knee import metrics
+from score_sde_knee import run_config
+
+
+def average_curve(samples: np.ndarray, images: np.ndarray) -> dict[str, list[float]]:
+  """PSNR / MAE (mean over images) of the average of the first k samples, k = 1..K.
+
+  samples: (K, n, H, W, 1); images: (n, H, W, 1).
+  """
+  out = {'k': [], 'psnr': [], 'mae': []}
+  for k in range(1, len(samples) + 1):
+    avg = samples[:k].mean(axis=0)
+    out['k'].append(k)
+    out['psnr'].append(float(metrics.psnr(avg, images).mean()))
+    out['mae'].append(float(metrics.mae(avg, images).mean()))
+  return out
+
+
+def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
+        condition: str | None = None, reference_psnr: str | None = None) -> dict:
+  base = run_config.load(workdir)
+  if condition:
+    base.eval.condition = condition
+  condition = evaluate.eval_condition(base)
+  config = sampler_curve.configure(base, setting)
+  tag = setting.replace(':', '-').replace(',', '_').replace('=', '')
+  draws, per_seed = [], []
+  for s in range(k):
+    config.seed = int(base.seed) + s
+    print(f'== {workdir} {condition} {setting} seed {config.seed} ({s + 1}/{k})',
+          file=sys.stderr, flush=True)
+    d = os.path.join(workdir, 'eval_posterior', condition, tag, f'seed_{config.seed}')
+    got = evaluate.evaluate(config, workdir, out_dir=d)
+    with np.load(os.path.join(d, 'samples.npz')) as z:
+      order = np.argsort(z['indices'])
+      draws.append(z['samples'][order].astype(np.float64))
+    per_seed.append(got['psnr_mean'])
+  data = evaluate.load_split(config, config.eval.split, int(config.eval.num_images))
+  images = data['image'].astype(np.float64)
+  samples = np.stack(draws)
+  curve = average_curve(samples, images)
+  result = {
+      'workdir': workdir, 'method': base.method, 'condition': condition,
+      'setting': setting, 'n_images': int(len(images)), 'k': k,
+      'single_sample_psnr_per_seed': per_seed,
+      'single_sample_psnr_mean': float(np.mean(per_seed)),
+      'average_of_k': curve,
+      'pixel_std_over_draws': float(samples.std(axis=0, ddof=1).mean()) if k > 1 else None,
+  }
+  if reference:
+    ref_cfg = run_config.load(reference)
+    ref_path = os.path.join(evaluate.output_dir(reference, condition), 'metrics.json')
+    with open(ref_path, encoding='utf-8') as f:
+      ref = json.load(f)
+    result['reference'] = {'workdir': reference, 'method': ref_cfg.method,
+                           'psnr': ref['psnr_mean'], 'mae': ref['mae_mean']}
+  elif reference_psnr:  # a figure from elsewhere, e.g. a run recorded in RESULTS.md
+    label, _, value = reference_psnr.rpartition('=')
+    result['reference'] = {'workdir': None, 'method': label or 'reference',
+                           'psnr': float(value), 'mae': None}
+  os.makedirs(out, exist_ok=True)
+  stem = os.path.join(out, f'posterior_{base.method}_{condition}')
+  files.write_json(stem + '.json', result)
+  plot(result, stem + '.png')
+  return result
+
+
+def plot(result: dict, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(4.6, 3.4))
+  c = result['average_of_k']
+  ax.plot(c['k'], c['psnr'], 'o-',
+          label=f"average of k {result['method'].upper()} samples ({result['setting']})")
+  if 'reference' in result:
+    r = result['reference']
+    ax.axhline(r['psnr'], color='r', ls='--', label=f"{r['method']}: {r['psnr']:.2f} dB")
+  ax.set_xlabel('samples averaged, k')
+  ax.set_ylabel('PSNR (dB)')
+  ax.set_title(f"{result['condition']}, n = {result['n_images']} test images")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  with files.atomic_path(path, '.png') as tmp:
+    fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--workdir', required=True, help='a trained CTM or CSM run')
+  p.add_argument('--k', type=int, default=8, help='samples per image (seeds)')
+  p.add_argument('--setting', default='pc:100', help='as in sampler_curve: solver:n[:...]')
+  p.add_argument('--condition', default=None, help='CSM: contour or contour_bone')
+  p.add_argument('--reference', default=None, help='a run evaluated with --mode=eval')
+  p.add_argument('--reference_psnr', default=None,
+                 help='instead of --reference: LABEL=PSNR, a figure recorded elsewhere')
+  p.add_argument('--out', default='benchmarks/posterior_mean')
+  a = p.parse_args()
+  if a.k < 1:
+    p.error(f'--k must be >= 1, got {a.k}')
+  print(json.dumps(run(a.workdir, a.k, a.setting, a.reference, a.out, a.condition,
+                       a.reference_psnr), indent=1))
+
+
+if __name__ == '__main__':
+  main()

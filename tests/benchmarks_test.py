@@ -1,0 +1,41 @@
+"""The benchmark scripts' own logic: sampler setting strings and the average-of-k curve."""
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import posterior_mean
+from benchmarks import sampler_curve
+from configs import ctm
+
+
+def test_configure_sets_solver_steps_and_options():
+  base = ctm.get_config('contour,cpu')
+  c = sampler_curve.configure(base, 'heun:12:churn=10,tmin=0.05,tmax=8,snoise=1.003')
+  assert (c.sampling.method, c.sampling.ode_steps) == ('heun', 12)
+  assert (c.sampling.s_churn, c.sampling.s_tmin, c.sampling.s_tmax,
+          c.sampling.s_noise) == (10.0, 0.05, 8.0, 1.003)
+  pc = sampler_curve.configure(base, 'pc:50:snr=0.2')
+  assert (pc.sampling.method, pc.sde.num_scales, pc.sampling.snr) == ('pc', 50, 0.2)
+  assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
+
+
+@pytest.mark.parametrize('setting, match', [
+    ('heun', 'solver:n'), ('heun:18:churn', 'churn'), ('heun:18:speed=2', 'speed'),
+    ('heun:18:churn=-1', 's_churn')])
+def test_configure_rejects_bad_settings(setting, match):
+  with pytest.raises(ValueError, match=match):
+    sampler_curve.configure(ctm.get_config('contour,cpu'), setting)
+
+
+def test_average_curve_matches_analytic_psnr():
+  # Truth 0.5 everywhere; draw 1 is off by +d, draw 2 by -d/2: the mean of both is off by
+  # d/4, so PSNR(k=1) = -10 log10(d^2) and PSNR(k=2) = -10 log10(d^2 / 16).
+  d = 0.1
+  truth = np.full((3, 8, 8, 1), 0.5)
+  samples = np.stack([truth + d, truth - d / 2])
+  got = posterior_mean.average_curve(samples, truth)
+  assert got['k'] == [1, 2]
+  np.testing.assert_allclose(got['psnr'], [-10 * math.log10(d**2),
+                                           -10 * math.log10(d**2 / 16)], rtol=1e-9)
+  np.testing.assert_allclose(got['mae'], [d, d / 4], rtol=1e-9)
