@@ -343,9 +343,11 @@ def _jitted_sample_fn(config_json: str, mesh: jax.sharding.Mesh, per_example: bo
 
 
 def _sampler_key(config: ml_collections.ConfigDict) -> str:
-  """The config minus what the sampler does not read (eval.*, e.g. CSM's condition)."""
+  """The config minus what the sampler does not read: eval.* (e.g. CSM's condition) and
+  the seed (the key is an argument), so repeated draws with other seeds compile once."""
   d = config.to_dict()
   d.pop('eval', None)
+  d.pop('seed', None)
   return json.dumps(d, sort_keys=True)
 
 

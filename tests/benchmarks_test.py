@@ -39,3 +39,26 @@ def test_average_curve_matches_analytic_psnr():
   np.testing.assert_allclose(got['psnr'], [-10 * math.log10(d**2),
                                            -10 * math.log10(d**2 / 16)], rtol=1e-9)
   np.testing.assert_allclose(got['mae'], [d, d / 4], rtol=1e-9)
+
+
+def test_spread_of_calibrated_gaussian_draws():
+  # Truth and 6 draws independent from one posterior N(mu, 0.1^2) per pixel: the single
+  # draw's MSE is 2 * 0.01 and the draws' variance 0.01, so calibration is about 1.
+  rng = np.random.default_rng(0)
+  mu = rng.uniform(0.3, 0.7, (4, 32, 32, 1))
+  truth = mu + 0.1 * rng.standard_normal(mu.shape)
+  draws = mu[None] + 0.1 * rng.standard_normal((6,) + mu.shape)
+  got = posterior_mean.spread(draws, truth)
+  assert got['mse_single'] == pytest.approx(0.02, rel=0.03)
+  assert got['var_draws'] == pytest.approx(0.01, rel=0.03)
+  assert got['calibration'] == pytest.approx(1.0, rel=0.05)
+  # Draws sharing a bias of 0.1 are no longer calibrated: (0.02 + 0.01) / 0.02 = 1.5.
+  assert posterior_mean.spread(draws + 0.1, truth)['calibration'] == pytest.approx(1.5,
+                                                                                   rel=0.05)
+  # The average of k such draws gains 10 log10(2k / (k + 1)) dB over one draw.
+  curve = posterior_mean.average_curve(draws, truth)
+  for k, psnr in zip(curve['k'], curve['psnr']):
+    assert psnr - curve['psnr'][0] == pytest.approx(posterior_mean.ideal_gain_db(k),
+                                                    abs=0.15)
+  with pytest.raises(ValueError, match='at least 2 draws'):
+    posterior_mean.spread(draws[:1], truth)

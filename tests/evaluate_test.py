@@ -157,3 +157,16 @@ def test_view_stride_keeps_every_nth_view_of_each_patient(data_dir):
   assert list(first['angle_deg']) == list(some['angle_deg'][:2])
   with pytest.raises(ValueError, match='view_stride=0'):
     evaluate.load_split(config, 'test', view_stride=0)
+
+
+def test_sampler_compiles_once_across_seeds_and_conditions():
+  # Draws with other seeds or the other CSM condition reuse one jitted sampler; a setting
+  # the sampler reads does not.
+  mesh = parallel.make_mesh()
+  config = default.get_config('contour,test', method='csm')
+  first = evaluate.jitted_sample_fn(config, mesh)
+  config.seed += 1
+  config.eval.condition = 'contour_bone'
+  assert evaluate.jitted_sample_fn(config, mesh) is first
+  config.sampling.snr = 0.2
+  assert evaluate.jitted_sample_fn(config, mesh) is not first
