@@ -131,7 +131,7 @@ def plot(result: dict, path: str) -> None:
   ax.plot(c['k'], c['psnr'], 'o-',
           label=f"average of k {result['method'].upper()} samples ({result['setting']})")
   ax.plot(c['k'], result['ideal_average_of_k_psnr'], ':', color='0.4',
-          label='calibrated sampler: k = 1 + 10 log10(2k / (k + 1))')
+          label='calibrated sampler: PSNR(1) + 10 log10(2k / (k + 1))')
   if 'reference' in result:
     r = result['reference']
     ax.axhline(r['psnr'], color='r', ls='--', label=f"{r['method']}: {r['psnr']:.2f} dB")
