@@ -31,6 +31,7 @@ from score_sde_knee import evaluate
 from score_sde_knee import files
 from score_sde_knee import metrics
 from score_sde_knee import run_config
+from score_sde_knee import visualize
 
 
 def average_curve(samples: np.ndarray, images: np.ndarray) -> dict[str, list[float]]:
@@ -79,7 +80,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     base.eval.condition = condition
   condition = evaluate.eval_condition(base)
   config = sampler_curve.configure(base, setting)
-  tag = setting.replace(':', '-').replace(',', '_').replace('=', '')
+  tag = sampler_curve.setting_dir(setting)
   draws, per_seed = [], []
   for s in range(k):
     config.seed = int(base.seed) + s
@@ -139,10 +140,7 @@ def plot(result: dict, path: str) -> None:
   ax.set_ylabel('PSNR (dB)')
   ax.set_title(f"{result['condition']}, n = {result['n_images']} test images")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  with files.atomic_path(path, '.png') as tmp:
-    fig.savefig(tmp, dpi=120)
-  plt.close(fig)
+  visualize.save_figure(fig, path, dpi=120)
 
 
 def main() -> None:

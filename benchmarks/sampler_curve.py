@@ -26,6 +26,7 @@ from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
 from score_sde_knee import run_config
+from score_sde_knee import visualize
 
 DEFAULT_SETTINGS = ('heun:5', 'heun:10', 'heun:18', 'heun:25', 'dpm2:10', 'dpm2:25',
                     'pc:50', 'pc:100')
@@ -63,6 +64,11 @@ def configure(config, setting: str):
   return config
 
 
+def setting_dir(setting: str) -> str:
+  """A folder name for a setting: 'heun:25:churn=40,tmax=30' -> 'heun-25-churn40_tmax30'."""
+  return setting.replace(':', '-').replace(',', '_').replace('=', '')
+
+
 def effective_nfe(config) -> float:
   """Evaluations per sample actually spent: CSM starts at t0, so PC runs ~t0 of its grid."""
   n = fast_sampling.nfe(config)
@@ -93,8 +99,7 @@ def run(workdirs: list[str], settings: list[str], out: str) -> dict:
         print(f'== {workdir} {condition} {setting}', file=sys.stderr, flush=True)
         t = time.monotonic()
         got = evaluate.evaluate(config, workdir, out_dir=os.path.join(
-            workdir, 'eval_samplers', condition,
-            setting.replace(':', '-').replace(',', '_').replace('=', '')))
+            workdir, 'eval_samplers', condition, setting_dir(setting)))
         rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
                      'setting': setting, 'nfe': effective_nfe(config),
                      'seconds': time.monotonic() - t,
@@ -138,10 +143,7 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_ylabel('PSNR (dB)')
     ax.set_title(f'{method.upper()} · {condition}')
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  with files.atomic_path(path, '.png') as tmp:
-    fig.savefig(tmp, dpi=120)
-  plt.close(fig)
+  visualize.save_figure(fig, path, dpi=120)
 
 
 def main() -> None:

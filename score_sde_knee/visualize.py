@@ -11,6 +11,15 @@ import numpy as np
 from score_sde_knee import files
 
 
+def save_figure(fig, path: str, dpi: int = 100, pad: float = 1.08) -> None:
+  """Lays out a matplotlib figure, writes it atomically (temp file, then rename), closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout(pad=pad)
+  with files.atomic_path(path, os.path.splitext(path)[1] or '.png') as tmp:
+    fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
+
+
 def save_grid(path: str, rows: list[list[np.ndarray]], *, col_titles=None, row_titles=None,
               cell_inches: float = 1.6, dpi: int = 100) -> None:
   """Writes a grid of grayscale images in [0, 1] (each (H, W) or (H, W, 1)) as a PNG.
@@ -38,10 +47,7 @@ def save_grid(path: str, rows: list[list[np.ndarray]], *, col_titles=None, row_t
         ax.set_title(col_titles[j], fontsize=9)
       if j == 0 and row_titles:
         ax.set_ylabel(row_titles[i], fontsize=8)
-  fig.tight_layout(pad=0.2)
-  with files.atomic_path(path, '.png') as tmp:
-    fig.savefig(tmp, dpi=dpi)
-  plt.close(fig)
+  save_figure(fig, path, dpi, pad=0.2)
 
 
 def data_preview(builder_config: str, out: str, *, data_dir: str | None = None,
