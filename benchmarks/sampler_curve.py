@@ -35,14 +35,16 @@ KEYS = ('psnr', 'mae', 'dice', 'ssim')
 
 # Short names for the sampler fields a setting may override after `solver:n:`.
 OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
-           'rho': 'rho', 'snr': 'snr'}
+           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor'}
+TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
 
 
 def configure(config, setting: str):
   """A copy of config sampling with `solver:n[:name=value,...]`.
 
   n = ode_steps for heun/dpm2 and N for pc; names from OPTIONS, e.g.
-  'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2).
+  'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2) and
+  'pc:25:pred=ancestral' PC with the ancestral predictor.
   """
   parts = setting.split(':')
   if len(parts) not in (2, 3):
@@ -59,7 +61,10 @@ def configure(config, setting: str):
     if name not in OPTIONS or not value:
       raise ValueError(f'setting {setting!r}: {item!r} is not name=value with a name in '
                        f'{sorted(OPTIONS)}')
-    config.sampling[OPTIONS[name]] = float(value)
+    try:
+      config.sampling[OPTIONS[name]] = value if name in TEXT_OPTIONS else float(value)
+    except ValueError as e:
+      raise ValueError(f'setting {setting!r}: {name}={value!r} is not a number') from e
   run_config.validate(config)
   return config
 
@@ -67,14 +72,6 @@ def configure(config, setting: str):
 def setting_dir(setting: str) -> str:
   """A folder name for a setting: 'heun:25:churn=40,tmax=30' -> 'heun-25-churn40_tmax30'."""
   return setting.replace(':', '-').replace(',', '_').replace('=', '')
-
-
-def effective_nfe(config) -> float:
-  """Evaluations per sample actually spent: CSM starts at t0, so PC runs ~t0 of its grid."""
-  n = fast_sampling.nfe(config)
-  if config.method == 'csm' and config.sampling.method == 'pc':
-    n = round(n * float(config.sampling.t0))
-  return n
 
 
 def run(workdirs: list[str], settings: list[str], out: str) -> dict:
@@ -92,7 +89,7 @@ def run(workdirs: list[str], settings: list[str], out: str) -> dict:
       base.eval.condition = condition
       rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
                    'setting': f"pc:{ref['sampler']['N']} (reference)",
-                   'nfe': effective_nfe(base), 'seconds': None,
+                   'nfe': fast_sampling.nfe(base), 'seconds': None,
                    **{k: ref.get(f'{k}_mean') for k in KEYS}})
       for setting in settings:
         config = configure(base, setting)
@@ -101,7 +98,7 @@ def run(workdirs: list[str], settings: list[str], out: str) -> dict:
         got = evaluate.evaluate(config, workdir, out_dir=os.path.join(
             workdir, 'eval_samplers', condition, setting_dir(setting)))
         rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
-                     'setting': setting, 'nfe': effective_nfe(config),
+                     'setting': setting, 'nfe': fast_sampling.nfe(config),
                      'seconds': time.monotonic() - t,
                      **{k: got.get(f'{k}_mean') for k in KEYS}})
   result = {'rows': rows, 'n_images': ref['n'], 'checkpoint_step': ref['checkpoint_step']}

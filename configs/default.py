@@ -80,6 +80,7 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   p.n_steps_each = 1                # Corrector steps per predictor step.
   p.order = 'predictor_first'       # Paper; 'corrector_first' is score_sde's order.
   p.per_sample_step = False         # Corrector step size per sample instead of batch-wide.
+  p.predictor = 'reverse_diffusion'  # Paper; 'ancestral' keeps coarse grids (N ~ 25) exact.
   p.t0 = 0.4                        # CSM (SDEdit) start time.
   p.eps = 1e-5                      # Last time of the grid.
   p.ode_steps = 18                  # heun / dpm2: N noise levels, NFE = 2N - 1 (EDM: 18).

@@ -59,6 +59,7 @@ _CHOICES = {
     'condition': ('contour', 'contour_bone'),
     'sampling.method': ('pc', 'heun', 'dpm2'),
     'sampling.order': ('predictor_first', 'corrector_first'),
+    'sampling.predictor': ('reverse_diffusion', 'ancestral'),
     'eval.condition': ('', 'contour', 'contour_bone'),
     'eval.split': ('train', 'validation', 'test'),
     'training.compute_dtype': ('float32', 'bfloat16'),

@@ -17,12 +17,15 @@ def test_configure_sets_solver_steps_and_options():
           c.sampling.s_noise) == (10.0, 0.05, 8.0, 1.003)
   pc = sampler_curve.configure(base, 'pc:50:snr=0.2')
   assert (pc.sampling.method, pc.sde.num_scales, pc.sampling.snr) == ('pc', 50, 0.2)
+  anc = sampler_curve.configure(base, 'pc:25:pred=ancestral')
+  assert (anc.sde.num_scales, anc.sampling.predictor) == (25, 'ancestral')
   assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
 
 
 @pytest.mark.parametrize('setting, match', [
     ('heun', 'solver:n'), ('heun:18:churn', 'churn'), ('heun:18:speed=2', 'speed'),
-    ('heun:18:churn=-1', 's_churn')])
+    ('heun:18:churn=-1', 's_churn'), ('pc:25:pred=ddim', 'predictor'),
+    ('heun:18:churn=lots', 'churn=.lots. is not a number')])
 def test_configure_rejects_bad_settings(setting, match):
   with pytest.raises(ValueError, match=match):
     sampler_curve.configure(ctm.get_config('contour,cpu'), setting)
