@@ -9,7 +9,9 @@ sampled with the newest checkpoint and scored like `--mode=eval`. The reference 
 run's own `--mode=eval` result (workdir/eval/<condition>/metrics.json, PC with the config's
 N, normally 500), which must exist. Each setting's batches go to
 workdir/eval_samplers/<condition>/<setting>/ so an interrupted run resumes and the run's own
-evaluation is never replaced. Prints one JSON object and writes out/curve.json, out/curve.png.
+evaluation is never replaced. Prints one JSON object and writes out/curve.json, out/curve.png
+and, per model and condition, out/samples_<method>_<condition>.png: the same test images
+drawn by the reference and by every setting (--grid_images of them).
 """
 import argparse
 import json
@@ -18,6 +20,7 @@ import sys
 import time
 
 import ml_collections
+import numpy as np
 
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,7 +77,7 @@ def setting_dir(setting: str) -> str:
   return setting.replace(':', '-').replace(',', '_').replace('=', '')
 
 
-def run(workdirs: list[str], settings: list[str], out: str) -> dict:
+def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4) -> dict:
   rows = []
   for workdir in workdirs:
     base = run_config.load(workdir)
@@ -101,6 +104,9 @@ def run(workdirs: list[str], settings: list[str], out: str) -> dict:
                      'setting': setting, 'nfe': fast_sampling.nfe(config),
                      'seconds': time.monotonic() - t,
                      **{k: got.get(f'{k}_mean') for k in KEYS}})
+      if grid_images > 0:
+        save_samples_grid(workdir, condition, settings, os.path.join(
+            out, f'samples_{base.method}_{condition}.png'), grid_images)
   result = {'rows': rows, 'n_images': ref['n'], 'checkpoint_step': ref['checkpoint_step']}
   for r in rows:  # gap to the reference of the same model and condition
     ref_row = next(x for x in rows if x['workdir'] == r['workdir']
@@ -143,6 +149,31 @@ def plot(rows: list[dict], path: str) -> None:
   visualize.save_figure(fig, path, dpi=120)
 
 
+def _samples(path: str) -> dict[int, np.ndarray]:
+  with np.load(path) as z:
+    return {int(i): x for i, x in zip(z['indices'], z['samples'])}
+
+
+def save_samples_grid(workdir: str, condition: str, settings: list[str], path: str,
+                      num_images: int = 4) -> None:
+  """Rows: evenly spaced test images; columns: condition | reference | settings | truth."""
+  config = run_config.load(workdir)
+  ref_dir = evaluate.output_dir(workdir, condition)
+  columns = [(f'PC N={config.sde.num_scales}', _samples(os.path.join(ref_dir, 'samples.npz')))]
+  for setting in settings:
+    columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', ' '),
+                    _samples(os.path.join(workdir, 'eval_samplers', condition,
+                                          setting_dir(setting), 'samples.npz'))))
+  common = sorted(set.intersection(*(set(c) for _, c in columns)))
+  pick = [common[i] for i in np.linspace(0, len(common) - 1, min(num_images, len(common)))
+          .round().astype(int)]
+  data = evaluate.load_split(config, config.eval.split, max(pick) + 1)
+  rows = [[data[condition][i]] + [c[i] for _, c in columns] + [data['image'][i]]
+          for i in pick]
+  visualize.save_grid(path, rows, col_titles=['condition'] + [t for t, _ in columns]
+                      + ['ground truth'], row_titles=[f'#{i}' for i in pick])
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--workdirs', nargs='+', required=True)
@@ -150,8 +181,10 @@ def main() -> None:
                  help='solver:n[:name=value,...], n = ode_steps for heun/dpm2 and N for '
                  f'pc; names: {sorted(OPTIONS)}')
   p.add_argument('--out', default='benchmarks/sampler_curve')
+  p.add_argument('--grid_images', type=int, default=4,
+                 help='test images in each samples_*.png (0: no picture)')
   a = p.parse_args()
-  print(json.dumps(run(a.workdirs, a.settings, a.out), indent=1))
+  print(json.dumps(run(a.workdirs, a.settings, a.out, a.grid_images), indent=1))
 
 
 if __name__ == '__main__':

@@ -1,12 +1,18 @@
 """The benchmark scripts' own logic: sampler setting strings and the average-of-k curve."""
 import math
+import os
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from benchmarks import posterior_mean
 from benchmarks import sampler_curve
 from configs import ctm
+from helpers import TINY
+from score_sde_knee import files
+from score_sde_knee import run_config
+from score_sde_knee import visualize
 
 
 def test_configure_sets_solver_steps_and_options():
@@ -65,3 +71,33 @@ def test_spread_of_calibrated_gaussian_draws():
                                                     abs=0.15)
   with pytest.raises(ValueError, match='at least 2 draws'):
     posterior_mean.spread(draws[:1], truth)
+
+
+def test_samples_grid_shows_the_same_images_for_every_setting(tmp_path, data_dir,
+                                                               monkeypatch):
+  wd = str(tmp_path / 'run')
+  c = ctm.get_config('contour,test')
+  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
+  run_config.save(c, wd)
+  rng = np.random.default_rng(0)
+  ref, fast = (rng.uniform(0, 1, (6, 16, 16, 1)).astype(np.float32) for _ in range(2))
+  files.write_npz(os.path.join(wd, 'eval', 'contour', 'samples.npz'), samples=ref,
+                  indices=np.arange(6))
+  # The fast setting lacks image 0 (e.g. an interrupted run): only 1..5 are common.
+  files.write_npz(os.path.join(wd, 'eval_samplers', 'contour', 'pc-25-predancestral',
+                               'samples.npz'), samples=fast[1:], indices=np.arange(1, 6))
+  grids = []
+  monkeypatch.setattr(visualize, 'save_grid',
+                      lambda path, rows, **kw: grids.append((path, rows, kw)))
+  sampler_curve.save_samples_grid(wd, 'contour', ['pc:25:pred=ancestral'], 'g.png', 2)
+  (path, rows, kw), = grids
+  truth = list(tfds.as_numpy(tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir)
+                             .as_dataset(split='test', shuffle_files=False)))
+  assert path == 'g.png' and len(rows) == 2
+  for row, i in zip(rows, (1, 5)):
+    np.testing.assert_array_equal(row[0], truth[i]['contour'])
+    np.testing.assert_array_equal(row[1], ref[i])
+    np.testing.assert_array_equal(row[2], fast[i])
+    np.testing.assert_array_equal(row[3], truth[i]['image'])
+  assert kw['col_titles'] == ['condition', f'PC N={c.sde.num_scales}',
+                              'pc 25\npred=ancestral', 'ground truth']
