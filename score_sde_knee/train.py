@@ -13,6 +13,7 @@ A resumed run continues the same data order (input_pipeline) and RNG stream (the
 the state): stopping and resuming gives the same parameters as one uninterrupted run.
 """
 import os
+import time
 from typing import Any, Callable
 
 from absl import logging
@@ -24,6 +25,7 @@ from score_sde_knee import checkpointing
 from score_sde_knee import input_pipeline
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
+from score_sde_knee import progress
 from score_sde_knee import train_state as ts
 
 DatasetsFn = Callable[..., input_pipeline.Datasets]
@@ -89,7 +91,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sample_grid = (_make_sample_grid_fn(config, model, mesh) if t.sample_every > 0
                  else None)
 
-  writer, report_progress = _create_writer(workdir, t.num_train_steps, t.log_every)
+  writer = _create_writer(workdir)
   if start == 0:
     writer.write_hparams({**_flatten(config.to_dict()), 'num_params': num_params})
   # Metrics stay on the device until a step that logs, evaluates, samples or saves: no host
@@ -97,6 +99,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # such step first checks all unchecked losses, so no checkpoint ever holds a NaN state.
   unchecked: list[tuple[int, Any]] = []   # (first step, metrics stacked over the call)
   pending: list[dict[str, np.ndarray]] = []
+  # Steps/s and the ETA are measured only between syncs (the metrics fetch below): in
+  # between, steps are merely dispatched, and a rate taken there (clu's ReportProgress)
+  # swung from 3x too fast to 100x too slow. The bar starts at the first sync, so the
+  # compilation is not in its rate.
+  bar, synced = None, None  # synced: (step, time) of the last sync
   try:
     for step in range(start + k, t.num_train_steps + 1, k):  # updates done after this call
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -110,9 +117,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               jax.tree.map(lambda *xs: np.stack(xs), *local), mesh, stacked=True)
           state, metrics = train_step(state, batches)
           unchecked.append((step - k + 1, metrics))
-      if report_progress is not None:
-        for done in range(step - k + 1, step + 1):  # clu wants every step, once
-          report_progress(done)
       last = step == t.num_train_steps
       log, evaluate = _due(step, t.log_every) or last, _due(step, t.eval_every) or last
       sample = sample_grid is not None and (_due(step, t.sample_every) or last)
@@ -125,8 +129,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           _check_finite(m, first + i)
           pending.append(m)
       unchecked = []
+      now, rate = time.monotonic(), {}
+      if synced is not None:
+        rate = {'steps_per_sec': (step - synced[0]) / max(now - synced[1], 1e-9)}
+      synced = (step, now)
+      if bar is None and jax.process_index() == 0:
+        bar = progress.Progress(t.num_train_steps, 'train', done=step, unit='step',
+                                every=0.0)
+      if bar is not None:
+        bar.update(step - bar.done, force=True)
       if log:
-        writer.write_scalars(step, _mean(pending))
+        writer.write_scalars(step, {**_mean(pending), **rate})
         pending = []
       if evaluate:
         writer.write_scalars(step, _evaluate(eval_step, state, datasets, mesh, eval_rng))
@@ -233,23 +246,18 @@ def _write_sample_grid(sample_grid, state: ts.TrainState,
 # --- Logging -----------------------------------------------------------------------------
 
 
-def _create_writer(workdir: str, num_train_steps: int, log_every: int):
-  """clu's default writer (TensorBoard + log) and ReportProgress (steps/s, ETA).
+def _create_writer(workdir: str):
+  """clu's default writer (TensorBoard + log).
 
   Without the `tensorboard` package clu's writers do not import; then metrics go to the
-  log only and no ReportProgress (install tensorboard, see requirements.txt).
+  log only (install tensorboard, see requirements.txt).
   """
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     logging.warning('clu metric writers unavailable (%s): logging metrics only.', e)
-    return _LogWriter(), None
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
-  report = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
-                                           every_steps=log_every or None)
-  return writer, report
+    return _LogWriter()
+  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
 
 
 class _LogWriter:

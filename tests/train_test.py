@@ -205,3 +205,17 @@ def test_several_steps_per_call_match_one_step_per_call(tmp_path):
   with pytest.raises(ValueError, match=r'steps_per_call=3: .*num_train_steps'):
     train.train_and_evaluate(config, str(tmp_path / 'three'),
                              datasets_fn=_synthetic_datasets())
+
+
+def test_progress_lines_only_at_syncs_with_a_rate_from_synced_steps(tmp_path, capsys):
+  config = ctm.get_config('test')
+  t = config.training
+  t.num_train_steps, t.log_every, t.eval_every, t.checkpoint_every = 8, 4, 8, 8
+  t.preemption_every = 0
+  train.train_and_evaluate(config, str(tmp_path), datasets_fn=_synthetic_datasets())
+  lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith('train: ')]
+  # The first sync (step 4) starts the clock; the second has a rate over steps 5..8.
+  assert len(lines) == 2, lines
+  assert lines[0].startswith('train: 4/8 (50%) elapsed')
+  assert lines[1].startswith('train: 8/8 (100%) ') and 'ETA 0s' in lines[1]
+  assert ' s/step' in lines[1] or ' step/s' in lines[1]
