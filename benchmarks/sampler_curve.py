@@ -38,8 +38,9 @@ KEYS = ('psnr', 'mae', 'dice', 'ssim')
 
 # Short names for the sampler fields a setting may override after `solver:n:`.
 OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
-           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor'}
+           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each'}
 TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
+INT_OPTIONS = ('nc',)      # Langevin steps per level (pc).
 
 
 def configure(config, setting: str):
@@ -47,7 +48,8 @@ def configure(config, setting: str):
 
   n = ode_steps for heun/dpm2 and N for pc; names from OPTIONS, e.g.
   'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2) and
-  'pc:25:pred=ancestral' PC with the ancestral predictor.
+  'pc:25:pred=ancestral' PC with the ancestral predictor, 'pc:10:nc=4' four Langevin
+  steps per level.
   """
   parts = setting.split(':')
   if len(parts) not in (2, 3):
@@ -65,9 +67,11 @@ def configure(config, setting: str):
       raise ValueError(f'setting {setting!r}: {item!r} is not name=value with a name in '
                        f'{sorted(OPTIONS)}')
     try:
-      config.sampling[OPTIONS[name]] = value if name in TEXT_OPTIONS else float(value)
+      config.sampling[OPTIONS[name]] = (value if name in TEXT_OPTIONS else
+                                        int(value) if name in INT_OPTIONS else float(value))
     except ValueError as e:
-      raise ValueError(f'setting {setting!r}: {name}={value!r} is not a number') from e
+      raise ValueError(f'setting {setting!r}: {name}={value!r} is not a number'
+                       + (' (an integer)' if name in INT_OPTIONS else '')) from e
   run_config.validate(config)
   return config
 

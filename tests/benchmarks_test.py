@@ -25,13 +25,16 @@ def test_configure_sets_solver_steps_and_options():
   assert (pc.sampling.method, pc.sde.num_scales, pc.sampling.snr) == ('pc', 50, 0.2)
   anc = sampler_curve.configure(base, 'pc:25:pred=ancestral')
   assert (anc.sde.num_scales, anc.sampling.predictor) == (25, 'ancestral')
+  more = sampler_curve.configure(base, 'pc:10:nc=4')
+  assert more.sampling.n_steps_each == 4 and isinstance(more.sampling.n_steps_each, int)
   assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
 
 
 @pytest.mark.parametrize('setting, match', [
     ('heun', 'solver:n'), ('heun:18:churn', 'churn'), ('heun:18:speed=2', 'speed'),
     ('heun:18:churn=-1', 's_churn'), ('pc:25:pred=ddim', 'predictor'),
-    ('heun:18:churn=lots', 'churn=.lots. is not a number')])
+    ('heun:18:churn=lots', 'churn=.lots. is not a number'),
+    ('pc:10:nc=2.5', 'an integer')])
 def test_configure_rejects_bad_settings(setting, match):
   with pytest.raises(ValueError, match=match):
     sampler_curve.configure(ctm.get_config('contour,cpu'), setting)
