@@ -38,7 +38,7 @@ KEYS = ('psnr', 'mae', 'dice', 'ssim')
 
 # Short names for the sampler fields a setting may override after `solver:n:`.
 OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
-           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each'}
+           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each', 't0': 't0'}
 TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
 INT_OPTIONS = ('nc',)      # Langevin steps per level (pc).
 
@@ -49,7 +49,7 @@ def configure(config, setting: str):
   n = ode_steps for heun/dpm2 and N for pc; names from OPTIONS, e.g.
   'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2) and
   'pc:25:pred=ancestral' PC with the ancestral predictor, 'pc:10:nc=4' four Langevin
-  steps per level.
+  steps per level, 'pc:25:t0=0.6' CSM (SDEdit) started at t0 = 0.6.
   """
   parts = setting.split(':')
   if len(parts) not in (2, 3):

@@ -27,6 +27,7 @@ def test_configure_sets_solver_steps_and_options():
   assert (anc.sde.num_scales, anc.sampling.predictor) == (25, 'ancestral')
   more = sampler_curve.configure(base, 'pc:10:nc=4')
   assert more.sampling.n_steps_each == 4 and isinstance(more.sampling.n_steps_each, int)
+  assert sampler_curve.configure(base, 'pc:25:t0=0.6').sampling.t0 == 0.6
   assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
 
 
