@@ -20,7 +20,6 @@ import sys
 import time
 
 import ml_collections
-import numpy as np
 
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +27,7 @@ if not __package__:  # Run as a script: make the repository importable.
 from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
+from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
 
@@ -153,24 +153,19 @@ def plot(rows: list[dict], path: str) -> None:
   visualize.save_figure(fig, path, dpi=120)
 
 
-def _samples(path: str) -> dict[int, np.ndarray]:
-  with np.load(path) as z:
-    return {int(i): x for i, x in zip(z['indices'], z['samples'])}
-
-
 def save_samples_grid(workdir: str, condition: str, settings: list[str], path: str,
                       num_images: int = 4) -> None:
   """Rows: evenly spaced test images; columns: condition | reference | settings | truth."""
   config = run_config.load(workdir)
   ref_dir = evaluate.output_dir(workdir, condition)
-  columns = [(f'PC N={config.sde.num_scales}', _samples(os.path.join(ref_dir, 'samples.npz')))]
+  columns = [(f'PC N={config.sde.num_scales}',
+              report.load_samples(os.path.join(ref_dir, 'samples.npz')))]
   for setting in settings:
     columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', ' '),
-                    _samples(os.path.join(workdir, 'eval_samplers', condition,
-                                          setting_dir(setting), 'samples.npz'))))
+                    report.load_samples(os.path.join(workdir, 'eval_samplers', condition,
+                                                     setting_dir(setting), 'samples.npz'))))
   common = sorted(set.intersection(*(set(c) for _, c in columns)))
-  pick = [common[i] for i in np.linspace(0, len(common) - 1, min(num_images, len(common)))
-          .round().astype(int)]
+  pick = report.evenly_spaced(common, num_images)
   data = evaluate.load_split(config, config.eval.split, max(pick) + 1)
   rows = [[data[condition][i]] + [c[i] for _, c in columns] + [data['image'][i]]
           for i in pick]

@@ -162,8 +162,12 @@ def fig3_indices(results: Results, num_images: int) -> list[int]:
   if not common:
     raise ValueError('The workdirs evaluated no image in common: evaluate them with the '
                      'same config.eval.num_images.')
-  k = min(num_images, len(common))
-  return [common[i] for i in np.linspace(0, len(common) - 1, k).round().astype(int)]
+  return evenly_spaced(common, num_images)
+
+
+def evenly_spaced(ids: list[int], k: int) -> list[int]:
+  """k entries of the sorted list ids, first and last included, evenly spaced."""
+  return [ids[i] for i in np.linspace(0, len(ids) - 1, min(k, len(ids))).round().astype(int)]
 
 
 def save_fig3(results: Results, path: str, *, num_images: int = 3,
@@ -199,6 +203,11 @@ def _samples_by_index(m: dict[str, Any], key: tuple[str, str]) -> dict[int, np.n
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} is missing: rerun python main.py --mode=eval '
                             f'--workdir={m["_workdir"]}.')
+  return load_samples(path)
+
+
+def load_samples(path: str) -> dict[int, np.ndarray]:
+  """An evaluation's samples.npz as {test image index: sample}."""
   with np.load(path) as z:
     return {int(i): s for i, s in zip(z['indices'], z['samples'])}
 
