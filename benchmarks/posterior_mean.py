@@ -30,6 +30,7 @@ from benchmarks import sampler_curve  # pylint: disable=g-import-not-at-top
 from score_sde_knee import evaluate
 from score_sde_knee import files
 from score_sde_knee import metrics
+from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
 
@@ -88,9 +89,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
           file=sys.stderr, flush=True)
     d = os.path.join(workdir, 'eval_posterior', condition, tag, f'seed_{config.seed}')
     got = evaluate.evaluate(config, workdir, out_dir=d)
-    with np.load(os.path.join(d, 'samples.npz')) as z:
-      order = np.argsort(z['indices'])
-      draws.append(z['samples'][order].astype(np.float64))
+    by_index = report.load_samples(os.path.join(d, 'samples.npz'))
+    draws.append(np.stack([by_index[i] for i in sorted(by_index)]).astype(np.float64))
     per_seed.append(got['psnr_mean'])
   data = evaluate.load_split(config, config.eval.split, int(config.eval.num_images))
   images = data['image'].astype(np.float64)

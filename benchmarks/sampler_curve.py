@@ -161,7 +161,7 @@ def save_samples_grid(workdir: str, condition: str, settings: list[str], path: s
   columns = [(f'PC N={config.sde.num_scales}',
               report.load_samples(os.path.join(ref_dir, 'samples.npz')))]
   for setting in settings:
-    columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', ' '),
+    columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', '\n'),
                     report.load_samples(os.path.join(workdir, 'eval_samplers', condition,
                                                      setting_dir(setting), 'samples.npz'))))
   common = sorted(set.intersection(*(set(c) for _, c in columns)))

@@ -61,7 +61,7 @@ def eval_condition(config: ml_collections.ConfigDict) -> str:
   Raises ValueError for an unknown condition, or for a conditional model (ctm, unet)
   asked for a condition other than the one it was trained on.
   """
-  condition = config.eval.get('condition', '') or config.condition
+  condition = config.eval.condition or config.condition
   if condition not in CONDITIONS:
     raise ValueError(f'config.eval.condition must be one of {CONDITIONS} (or empty for the '
                      f'training condition), got {condition!r}')
@@ -177,7 +177,7 @@ def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 
   options.deterministic = True
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           read_config=tfds.ReadConfig(options=options))
-  stride = int(config.eval.get('view_stride', 1) if view_stride is None else view_stride)
+  stride = int(config.eval.view_stride if view_stride is None else view_stride)
   if stride < 1:
     raise ValueError(f'config.eval.view_stride={stride}: expected an integer >= 1.')
   if num_images > 0 and stride == 1:
@@ -271,7 +271,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return json.dumps({'checkpoint_step': step, 'condition': condition, 'sampler': settings,
                        'batch_size': batch_size, 'data': config.data.builder_config,
                        'split': e.split, 'image_size': int(config.data.image_size),
-                       'view_stride': int(e.get('view_stride', 1)),
+                       'view_stride': int(e.view_stride),
                        'indices': indices.tolist()}, sort_keys=True)
 
   batches, todo = [], []
@@ -393,7 +393,7 @@ def _summarise(config: ml_collections.ConfigDict, condition: str, step: int,
       'trained_condition': config.condition, 'scale': config.get('scale', ''),
       'data': f'{config.data.name}/{config.data.builder_config}',
       'image_size': int(config.data.image_size), 'split': config.eval.split,
-      'view_stride': int(config.eval.get('view_stride', 1)),
+      'view_stride': int(config.eval.view_stride),
       'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,
       'batch_size': int(config.eval.batch_size)}
   for k in names:

@@ -51,7 +51,7 @@ def get_loss_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE,
   rng: one key per step; split here for t, noise and dropout (dropout only when train).
   """
   method = config.method
-  dtype = config.training.get('compute_dtype', 'float32')
+  dtype = config.training.compute_dtype
   if method == 'unet':
     predict_fn = model_utils.get_predict_fn(model, dtype)
 

@@ -6,6 +6,17 @@ import ml_collections
 
 CONFIG_FILE = 'config.json'
 
+# Fields added after runs were first saved, with the value that reproduces what those runs
+# did (= configs/default.py's paper-scale default, checked by the tests). load() fills them
+# in, so the code reads every field the same way whatever version saved the run.
+ADDED_FIELDS = {
+    'training.compute_dtype': 'float32',
+    'training.steps_per_call': 1,
+    'sampling.predictor': 'reverse_diffusion',
+    'eval.view_stride': 1,
+    'eval.condition': '',
+}
+
 
 def _tuples(obj):
   """JSON turns tuples into lists; flax module fields want hashable tuples back."""
@@ -28,7 +39,15 @@ def load(workdir: str) -> ml_collections.ConfigDict:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}); was the run interrupted while '
                      'writing it?') from e
-  return ml_collections.ConfigDict(_tuples(data))
+  config = ml_collections.ConfigDict(_tuples(data))
+  for dotted, value in ADDED_FIELDS.items():
+    *parents, leaf = dotted.split('.')
+    node = config
+    for k in parents:
+      node = node[k]
+    if leaf not in node:
+      node[leaf] = value
+  return config
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -97,7 +116,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     node = config
     for k in dotted.split('.'):
       if k not in node:
-        return None  # an older saved config: the field's default applies
+        return None  # a config built in code without the field: nothing to check
       node = node[k]
     return node
 

@@ -280,7 +280,7 @@ def get_sampler(config: ml_collections.ConfigDict, *,
   pc_kwargs = dict(eps=float(p.eps), n_steps=int(config.sde.num_scales), snr=float(p.snr),
                    n_corrector=int(p.n_steps_each), order=str(p.order),
                    per_sample_step=bool(p.per_sample_step),
-                   predictor=str(p.get('predictor', 'reverse_diffusion')))
+                   predictor=str(p.predictor))
   t0 = float(p.t0)
   # Fail at construction rather than at the first (jitted) call.
   _check_pc_args(t0 if method == 'csm' else 1.0, **{

@@ -156,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _steps_per_call(config: ml_collections.ConfigDict, start: int) -> int:
   """config.training.steps_per_call, checked: every period must be a multiple of it."""
   t = config.training
-  k = int(t.get('steps_per_call', 1))
+  k = int(t.steps_per_call)
   periods = {'num_train_steps': t.num_train_steps, 'log_every': t.log_every,
              'eval_every': t.eval_every, 'sample_every': t.sample_every,
              'checkpoint_every': t.checkpoint_every,

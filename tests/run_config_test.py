@@ -1,5 +1,6 @@
 """run_config: saved configs round-trip; validate() names the bad field and what it wants."""
 import importlib
+import json
 
 import pytest
 
@@ -45,10 +46,36 @@ def test_saved_config_round_trips_and_old_ones_still_validate(tmp_path):
   run_config.save(config, str(tmp_path))
   loaded = run_config.load(str(tmp_path))
   assert loaded.model.ch_mult == (1, 2, 2, 2) and loaded.condition == 'contour_bone'
-  del loaded.eval['view_stride']  # written before the field existed
-  run_config.validate(loaded)
   resolved = run_config.resolve(None, str(tmp_path), 'eval', data_dir='/d')
   assert resolved.data.data_dir == '/d' and resolved.to_dict() == json_dict(config, '/d')
+
+
+def test_fields_missing_from_older_saved_configs_get_their_defaults(tmp_path):
+  config = default.get_config('contour,cpu')
+  config.eval.view_stride = 6
+  saved = json.loads(config.to_json())
+  for dotted in run_config.ADDED_FIELDS:  # as a run saved before these fields existed
+    *parents, leaf = dotted.split('.')
+    node = saved
+    for k in parents:
+      node = node[k]
+    del node[leaf]
+  with open(tmp_path / run_config.CONFIG_FILE, 'w') as f:
+    json.dump(saved, f)
+  loaded = run_config.load(str(tmp_path))
+  paper = default.get_config('contour,paper')  # the defaults those runs were trained with
+  for dotted in run_config.ADDED_FIELDS:
+    *parents, leaf = dotted.split('.')
+    got, want = loaded, paper
+    for k in parents:
+      got, want = got[k], want[k]
+    assert got[leaf] == want[leaf], dotted
+  run_config.validate(loaded)
+  # A field the run did save keeps its value (only missing ones are filled).
+  saved['eval']['view_stride'] = 6
+  with open(tmp_path / run_config.CONFIG_FILE, 'w') as f:
+    json.dump(saved, f)
+  assert run_config.load(str(tmp_path)).eval.view_stride == 6
 
 
 def json_dict(config, data_dir):
