@@ -95,7 +95,7 @@ def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
     raise FileNotFoundError(
         f'No checkpoint in {workdir} ({checkpointing.KEPT_DIR}/ or '
         f'{checkpointing.PREEMPTION_DIR}/). Train one first: python main.py --mode=train '
-        f'--config=configs/{config.method}.py:{config.condition},{config.get("scale", "")}'
+        f'--config=configs/{config.method}.py:{config.condition},{config.scale}'
         f' --workdir={workdir}')
   model = model_utils.create_model(config)
   abstract = jax.eval_shape(lambda r: ts.create_train_state(config, r, model),
@@ -390,7 +390,7 @@ def _summarise(config: ml_collections.ConfigDict, condition: str, step: int,
   per = {k: np.concatenate([x[k] for x in batches]) for k in names + ['indices']}
   summary: dict[str, Any] = {
       'method': config.method, 'condition': condition,
-      'trained_condition': config.condition, 'scale': config.get('scale', ''),
+      'trained_condition': config.condition, 'scale': config.scale,
       'data': f'{config.data.name}/{config.data.builder_config}',
       'image_size': int(config.data.image_size), 'split': config.eval.split,
       'view_stride': int(config.eval.view_stride),

@@ -41,13 +41,21 @@ def load(workdir: str) -> ml_collections.ConfigDict:
                      'writing it?') from e
   config = ml_collections.ConfigDict(_tuples(data))
   for dotted, value in ADDED_FIELDS.items():
-    *parents, leaf = dotted.split('.')
-    node = config
-    for k in parents:
-      node = node[k]
+    node, leaf = _parent(config, dotted)
     if leaf not in node:
       node[leaf] = value
   return config
+
+
+def _parent(config, dotted: str):
+  """(the ConfigDict holding the field `a.b.c`, 'c'); node None if a parent is missing."""
+  *parents, leaf = dotted.split('.')
+  node = config
+  for k in parents:
+    node = node[k] if k in node else None
+    if node is None:
+      break
+  return node, leaf
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -113,12 +121,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ValueError: a field outside its choices or range, or inconsistent fields.
   """
   def get(dotted):
-    node = config
-    for k in dotted.split('.'):
-      if k not in node:
-        return None  # a config built in code without the field: nothing to check
-      node = node[k]
-    return node
+    node, leaf = _parent(config, dotted)
+    # A config built in code without the field: nothing to check.
+    return node[leaf] if node is not None and leaf in node else None
 
   for field, choices in _CHOICES.items():
     value = get(field)

@@ -78,7 +78,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        f'{int(state.step)}.')
   num_params = model_utils.count_params(state.params)
   logging.info('%s model (%s, %s): %d parameters; %d devices, %d processes; start at step '
-               '%d of %d.', config.method, config.condition, config.get('scale', ''),
+               '%d of %d.', config.method, config.condition, config.scale,
                num_params, jax.device_count(), jax.process_count(), start,
                t.num_train_steps)
 

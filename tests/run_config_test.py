@@ -55,21 +55,15 @@ def test_fields_missing_from_older_saved_configs_get_their_defaults(tmp_path):
   config.eval.view_stride = 6
   saved = json.loads(config.to_json())
   for dotted in run_config.ADDED_FIELDS:  # as a run saved before these fields existed
-    *parents, leaf = dotted.split('.')
-    node = saved
-    for k in parents:
-      node = node[k]
-    del node[leaf]
+    section, leaf = dotted.split('.')
+    del saved[section][leaf]
   with open(tmp_path / run_config.CONFIG_FILE, 'w') as f:
     json.dump(saved, f)
   loaded = run_config.load(str(tmp_path))
   paper = default.get_config('contour,paper')  # the defaults those runs were trained with
   for dotted in run_config.ADDED_FIELDS:
-    *parents, leaf = dotted.split('.')
-    got, want = loaded, paper
-    for k in parents:
-      got, want = got[k], want[k]
-    assert got[leaf] == want[leaf], dotted
+    section, leaf = dotted.split('.')
+    assert loaded[section][leaf] == paper[section][leaf], dotted
   run_config.validate(loaded)
   # A field the run did save keeps its value (only missing ones are filled).
   saved['eval']['view_stride'] = 6
