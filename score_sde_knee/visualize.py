@@ -11,10 +11,14 @@ import numpy as np
 from score_sde_knee import files
 
 
-def save_figure(fig, path: str, dpi: int = 100, pad: float = 1.08) -> None:
-  """Lays out a matplotlib figure, writes it atomically (temp file, then rename), closes it."""
+def save_figure(fig, path: str, dpi: int = 100, pad: float = 1.08,
+                gap: float | None = None) -> None:
+  """Lays out a matplotlib figure, writes it atomically (temp file, then rename), closes it.
+
+  gap: least space between subplots, in font sizes (tight_layout's h_pad and w_pad).
+  """
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig.tight_layout(pad=pad)
+  fig.tight_layout(pad=pad, h_pad=gap, w_pad=gap)
   with files.atomic_path(path, os.path.splitext(path)[1] or '.png') as tmp:
     fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
@@ -30,9 +34,12 @@ def save_grid(path: str, rows: list[list[np.ndarray]], *, col_titles=None, row_t
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   n_rows, n_cols = len(rows), max(len(r) for r in rows)
+  # Room for the tallest column title (9 pt lines): without it tight_layout takes the
+  # height from the image rows, which then touch.
+  title_lines = max((str(t).count('\n') + 1 for t in col_titles), default=0) if col_titles else 0
   fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
                            figsize=(cell_inches * n_cols + (0.8 if row_titles else 0),
-                                    cell_inches * n_rows + (0.3 if col_titles else 0)))
+                                    cell_inches * n_rows + (0.17 * title_lines + 0.13 if title_lines else 0)))
   for i, row in enumerate(rows):
     for j in range(n_cols):
       ax = axes[i][j]
@@ -47,7 +54,7 @@ def save_grid(path: str, rows: list[list[np.ndarray]], *, col_titles=None, row_t
         ax.set_title(col_titles[j], fontsize=9)
       if j == 0 and row_titles:
         ax.set_ylabel(row_titles[i], fontsize=8)
-  save_figure(fig, path, dpi, pad=0.2)
+  save_figure(fig, path, dpi, pad=0.2, gap=0.4)
 
 
 def data_preview(builder_config: str, out: str, *, data_dir: str | None = None,

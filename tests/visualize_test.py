@@ -40,3 +40,21 @@ def test_phantom_png(tmp_path):
   path = str(tmp_path / 'ph.png')
   visualize.save_phantom_png(path, phantom.make_phantom(1, spacing_mm=8.0))
   assert os.listdir(tmp_path) == ['ph.png'] and os.path.getsize(path) > 1000
+
+
+def _runs(on: np.ndarray) -> int:
+  """How many separate stretches of True a 1-D boolean array holds."""
+  return int(on[0]) + int(np.sum(on[1:] & ~on[:-1]))
+
+
+def test_grid_keeps_rows_and_columns_apart_under_tall_titles(tmp_path):
+  # Four-line column titles on a wide grid once squeezed the rows until they touched.
+  path = str(tmp_path / 'g.png')
+  visualize.save_grid(path, [[np.zeros((16, 16))] * 12 for _ in range(4)],
+                      col_titles=['pc 25\npred=ancestral\nsnr=0.8\nt0=0.5'] * 12,
+                      row_titles=[f'#{i}' for i in range(4)], dpi=60)
+  dark = matplotlib.image.imread(path)[..., :3].mean(axis=-1) < 0.5
+  x = np.flatnonzero(dark.mean(axis=0) > 0.3)  # columns of pixels through the images
+  y = np.flatnonzero(dark.mean(axis=1) > 0.3)
+  assert _runs(dark[:, x[len(x) // 2]]) == 4  # four separate image rows
+  assert _runs(dark[y[len(y) // 2]]) == 12
