@@ -36,10 +36,11 @@ def save_grid(path: str, rows: list[list[np.ndarray]], *, col_titles=None, row_t
   n_rows, n_cols = len(rows), max(len(r) for r in rows)
   # Room for the tallest column title (9 pt lines): without it tight_layout takes the
   # height from the image rows, which then touch.
-  title_lines = max((str(t).count('\n') + 1 for t in col_titles), default=0) if col_titles else 0
+  title_lines = max((str(t).count('\n') + 1 for t in col_titles or ()), default=0)
   fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
                            figsize=(cell_inches * n_cols + (0.8 if row_titles else 0),
-                                    cell_inches * n_rows + (0.17 * title_lines + 0.13 if title_lines else 0)))
+                                    cell_inches * n_rows
+                                    + (0.17 * title_lines + 0.13 if title_lines else 0)))
   for i, row in enumerate(rows):
     for j in range(n_cols):
       ax = axes[i][j]
