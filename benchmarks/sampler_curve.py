@@ -39,7 +39,8 @@ KEYS = ('psnr', 'mae', 'dice', 'ssim')
 
 # Short names for the sampler fields a setting may override after `solver:n:`.
 OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
-           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each', 't0': 't0'}
+           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each', 't0': 't0',
+           'jump': 't_jump', 'pre': 'precond', 'prew': 'precond_width'}
 TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
 INT_OPTIONS = ('nc',)      # Langevin steps per level (pc).
 
@@ -50,7 +51,9 @@ def configure(config, setting: str):
   n = ode_steps for heun/dpm2 and N for pc; names from OPTIONS, e.g.
   'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2) and
   'pc:25:pred=ancestral' PC with the ancestral predictor, 'pc:10:nc=4' four Langevin
-  steps per level, 'pc:25:t0=0.6' CSM (SDEdit) started at t0 = 0.6.
+  steps per level, 'pc:25:t0=0.6' CSM (SDEdit) started at t0 = 0.6, 'pc:25:jump=0.5' a
+  first step from t = 1 straight to t = 0.5, 'pc:25:pre=3,prew=4' a corrector whose
+  lowest frequencies take 4x the step (Gaussian low-pass of std 4 px).
   """
   parts = setting.split(':')
   if len(parts) not in (2, 3):

@@ -82,6 +82,9 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   p.per_sample_step = False         # Corrector step size per sample instead of batch-wide.
   p.predictor = 'reverse_diffusion'  # Paper; 'ancestral' keeps coarse grids (N ~ 25) exact.
   p.t0 = 0.4                        # CSM (SDEdit) start time.
+  p.t_jump = 1.0                    # pc: < 1 makes the first step jump to sigma(t_jump).
+  p.precond = 0.0                   # pc: > 0 lengthens the corrector's low-frequency steps.
+  p.precond_width = 4.0             # pc: the boost's Gaussian low-pass std, pixels.
   p.eps = 1e-5                      # Last time of the grid.
   p.ode_steps = 18                  # heun / dpm2: N noise levels, NFE = 2N - 1 (EDM: 18).
   p.rho = 7.0                       # heun / dpm2: EDM schedule exponent.

@@ -43,6 +43,7 @@ from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import progress
+from score_sde_knee import run_config
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
 
@@ -129,6 +130,11 @@ def make_sample_fn(config: ml_collections.ConfigDict,
       config, score_fn=lambda x, t, c: score(params, x, t, c), sde=sde)(cond, rng)
 
 
+# Sampler fields added after sample caches were written, at the values that reproduce them.
+_UNRECORDED_AT = {f: run_config.ADDED_FIELDS[f'sampling.{f}']
+                  for f in ('t_jump', 'precond', 'precond_width')}
+
+
 def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What, besides the checkpoint and the images, decides the samples (for metrics.json).
 
@@ -140,6 +146,10 @@ def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
             'per_sample_step': None, 't0': None, 'eps': None, 'seed': int(config.seed)}
   settings = {**config.sampling.to_dict(), 'N': int(config.sde.num_scales),
               'seed': int(config.seed)}
+  # Left out at those values, so the caches (keyed on these settings) stay valid.
+  for field, no_op in _UNRECORDED_AT.items():
+    if settings.get(field) == no_op:
+      del settings[field]
   if config.method == 'ctm':
     settings['t0'] = 1.0
   return json.loads(json.dumps(settings))  # plain JSON types (tuples -> lists)

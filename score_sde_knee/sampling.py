@@ -9,6 +9,11 @@ None; its output has x's shape and is in units of 1 / (image units).
 Which noise level the score sees (checked against score_sde's `sampling.py`,
 `ReverseDiffusionPredictor`, `LangevinCorrector` and `VESDE.discretize`):
   * Grid: t_i = linspace(t_start, eps, N), i = 0..N-1, sigma_i = sigma(t_i), sigma_N = 0.
+    With t_jump < t_start: t_0 = t_start, then t_1..t_{N-1} = linspace(t_jump, eps, N - 1),
+    so the first step jumps to sigma(t_jump) and the other N - 1 levels sit where the image
+    forms. Why that is safe with the ancestral predictor: its step is x' = r^2 x + (1 - r^2)
+    D(x) + noise, D(x) = x + sigma_i^2 s the denoiser, which is exact when D is constant over
+    the step, as it nearly is at high noise for a conditional model (D ~ E[x0 | cond]).
   * Predictor step i: the score at t_i, the level x is at before the step; it moves x from
     sigma_i to sigma_{i+1}. score_sde evaluates the network at the continuous t_i too, but
     takes the step's variance from its discrete table, sigma_min (sigma_max /
@@ -70,7 +75,9 @@ SAMPLING_METHODS = ('pc',) + fast_sampling.SOLVERS  # config.sampling.method.
 
 
 def _check_pc_args(t_start: float, eps: float, n_steps: int, snr: float,
-                   n_corrector: int, order: str, predictor: str = 'reverse_diffusion') -> None:
+                   n_corrector: int, order: str, predictor: str = 'reverse_diffusion',
+                   t_jump: float = 1.0, precond: float = 0.0,
+                   precond_width: float = 4.0) -> None:
   if order not in ORDERS:
     raise ValueError(f'sampling order must be one of {ORDERS}, got {order!r}')
   if predictor not in PREDICTORS:
@@ -85,6 +92,59 @@ def _check_pc_args(t_start: float, eps: float, n_steps: int, snr: float,
     raise ValueError(f'PC sampler n_corrector must be an integer >= 0, got {n_corrector}')
   if snr < 0:
     raise ValueError(f'Langevin corrector snr must be >= 0, got {snr}')
+  if not eps < t_jump <= 1.0:
+    raise ValueError(f'PC sampler t_jump must be in (eps, 1] = ({eps}, 1], got {t_jump}')
+  if precond < 0 or precond_width <= 0:
+    raise ValueError(f'Langevin preconditioner needs precond >= 0 and precond_width > 0 '
+                     f'(pixels), got precond={precond}, precond_width={precond_width}')
+
+
+def pc_grid(t_start: float, eps: float, n_steps: int, t_jump: float = 1.0,
+            dtype=jnp.float32) -> Array:
+  """The N times of the PC grid (see the module docstring), from t_start down to eps.
+
+  With N < 3 there is no level between the jump and eps, so t_jump is ignored.
+  """
+  if t_jump >= t_start or n_steps < 3:
+    return jnp.linspace(t_start, eps, n_steps, dtype=dtype)
+  return jnp.concatenate([jnp.array([t_start], dtype),
+                          jnp.linspace(t_jump, eps, n_steps - 1, dtype=dtype)])
+
+
+def lowpass_gain(shape_hw: tuple[int, int], width: float) -> Array:
+  """G on the rfft2 grid, shape (H, W // 2 + 1, 1): the transfer function of a Gaussian
+  blur of std `width` pixels, exp(-2 pi^2 width^2 |f|^2), f in cycles per pixel."""
+  fy = jnp.fft.fftfreq(shape_hw[0])[:, None, None]
+  fx = jnp.fft.rfftfreq(shape_hw[1])[None, :, None]
+  return jnp.exp(-2.0 * jnp.pi**2 * width**2 * (fy**2 + fx**2))
+
+
+def _filter(v: Array, mult: Array) -> Array:
+  """F^-1 diag(mult) F v over the image axes of NHWC v; mult real, broadcastable to
+  (B, H, W // 2 + 1, C), e.g. (H, W // 2 + 1, 1)."""
+  f = jnp.fft.rfft2(v, axes=(1, 2))
+  return jnp.fft.irfft2(f * mult, s=v.shape[1:3], axes=(1, 2)).astype(v.dtype)
+
+
+def langevin_step(x: Array, score: Array, z: Array, e: Array,
+                  boost: Array | None = None) -> Array:
+  """One Langevin step x + e P s + sqrt(2 e) P^(1/2) z; P = identity when boost is None.
+
+  Why a preconditioner: a mode of variance A relaxes by a factor 1 - e / A per step and
+  is unstable beyond e = 2 A, so e (sized by snr on the typical, mostly high-frequency,
+  variance, about sigma^2 for noisy images) leaves the low frequencies of an image, whose
+  variance is far larger, slow to mix: N = 500 PC gives them 500 steps, a 25-level sampler
+  24. P = F^-1 diag(boost) F (boost > 0 on the rfft2 grid, broadcastable to (B, H,
+  W // 2 + 1, C), symmetric in frequency, so P is symmetric positive definite) lengthens
+  the step where boost > 1 without changing the stationary law of the continuous
+  dynamics. Mode k stays stable while e boost_k < 2 A_k: where the score's curvature
+  along the low frequencies is as sharp as the noise's (a poorly trained score at low
+  noise), that caps boost_k at about 1 / snr^2, whatever the data's spread (a boost
+  scaled to the data's low-frequency variance over sigma^2 diverged on the CTM model).
+  """
+  if boost is None:
+    return x + e * score + jnp.sqrt(2.0 * e) * z
+  return x + e * _filter(score, boost) + jnp.sqrt(2.0 * e) * _filter(z, jnp.sqrt(boost))
 
 
 def _per_example_norm(a: Array) -> Array:
@@ -125,7 +185,10 @@ def pc_sample(score_fn: ScoreFn,
               n_corrector: int = 1,
               order: str = 'predictor_first',
               per_sample_step: bool = False,
-              predictor: str = 'reverse_diffusion') -> Array:
+              predictor: str = 'reverse_diffusion',
+              t_jump: float = 1.0,
+              precond: float = 0.0,
+              precond_width: float = 4.0) -> Array:
   """Predictor-corrector sampling of the reverse VE SDE from t_start down to eps.
 
   Args:
@@ -141,25 +204,34 @@ def pc_sample(score_fn: ScoreFn,
     order: 'predictor_first' (paper) or 'corrector_first' (score_sde).
     per_sample_step: one corrector step size per example instead of one per batch.
     predictor: 'reverse_diffusion' (paper) or 'ancestral' (see the module docstring).
+    t_jump: the grid's second time when below t_start (module docstring); meant for the
+      ancestral predictor, whose step stays exact over a jump at high noise.
+    precond, precond_width: > 0 preconditions the Langevin corrector with P = 1 +
+      precond G, G a Gaussian low-pass of std precond_width pixels: the lowest frequencies
+      take (1 + precond) times the step (`langevin_step`).
 
   Returns:
     (B, H, W, C) noise-free mean of the last predictor step (not clipped), x_init's dtype.
   """
   n_steps = sde.num_scales if n_steps is None else n_steps
-  _check_pc_args(t_start, eps, n_steps, snr, n_corrector, order, predictor)
+  _check_pc_args(t_start, eps, n_steps, snr, n_corrector, order, predictor, t_jump,
+                 precond, precond_width)
   dtype = x_init.dtype
   batch = x_init.shape[0]
-  ts = jnp.linspace(t_start, eps, n_steps, dtype=dtype)
+  ts = pc_grid(t_start, eps, n_steps, t_jump, dtype)
   sigmas = sde.sigma(ts)
   sigmas_next = jnp.concatenate([sigmas[1:], jnp.zeros((1,), dtype)])
   use_corrector = n_corrector > 0 and snr > 0
+
+  boost = (1.0 + precond * lowpass_gain(x_init.shape[1:3], precond_width)
+           if precond > 0 else None)
 
   def corrector(x: Array, t: Array, key: Array, n: Array) -> Array:
     def body(j, x):
       z = _normal_like(jax.random.fold_in(key, j), x)
       score = score_fn(x, t, cond)
       e = _bcast(_langevin_step_size(score, z, snr, per_sample_step), x)
-      return x + e * score + jnp.sqrt(2.0 * e) * z
+      return langevin_step(x, score, z, e, boost)
     return jax.lax.fori_loop(0, n, body, x)
 
   def step(i, carry):
@@ -239,8 +311,9 @@ def get_sampler(config: ml_collections.ConfigDict, *,
   """The one dispatch on config.method: returns sample(cond, rng) -> (B, H, W, 1) images.
 
   For csm and ctm, config.sampling.method picks the solver: 'pc' uses config.sampling
-  (snr, n_steps_each, order, per_sample_step, predictor, t0, eps) and config.sde.num_scales
-  as N (a saved config without predictor, from before it existed, means reverse_diffusion);
+  (snr, n_steps_each, order, per_sample_step, predictor, t_jump, precond, precond_width,
+  t0, eps) and config.sde.num_scales as N (a saved config without the fields added later,
+  predictor, t_jump, precond, gets run_config.ADDED_FIELDS' values);
   'heun' / 'dpm2' (fast_sampling.py) use (ode_steps, rho, s_churn, s_tmin, s_tmax,
   s_noise, t0). csm and ctm need score_fn (a closure over parameters); unet needs
   predict_fn and ignores rng. sde defaults to the VESDE of config.sde. The returned
@@ -280,12 +353,13 @@ def get_sampler(config: ml_collections.ConfigDict, *,
   pc_kwargs = dict(eps=float(p.eps), n_steps=int(config.sde.num_scales), snr=float(p.snr),
                    n_corrector=int(p.n_steps_each), order=str(p.order),
                    per_sample_step=bool(p.per_sample_step),
-                   predictor=str(p.predictor))
+                   predictor=str(p.predictor), t_jump=float(p.t_jump),
+                   precond=float(p.precond), precond_width=float(p.precond_width))
   t0 = float(p.t0)
   # Fail at construction rather than at the first (jitted) call.
   _check_pc_args(t0 if method == 'csm' else 1.0, **{
       k: pc_kwargs[k] for k in ('eps', 'n_steps', 'snr', 'n_corrector', 'order',
-                                'predictor')})
+                                'predictor', 't_jump', 'precond', 'precond_width')})
   if method == 'ctm':
     return lambda cond, rng: ctm_sample(score_fn, sde, cond, rng, **pc_kwargs)
   return lambda cond, rng: csm_sample(score_fn, sde, cond, rng, t0=t0, **pc_kwargs)

@@ -28,6 +28,9 @@ def test_configure_sets_solver_steps_and_options():
   more = sampler_curve.configure(base, 'pc:10:nc=4')
   assert more.sampling.n_steps_each == 4 and isinstance(more.sampling.n_steps_each, int)
   assert sampler_curve.configure(base, 'pc:25:t0=0.6').sampling.t0 == 0.6
+  assert sampler_curve.configure(base, 'pc:25:jump=0.74').sampling.t_jump == 0.74
+  pre = sampler_curve.configure(base, 'pc:25:pre=3,prew=16').sampling
+  assert (pre.precond, pre.precond_width) == (3.0, 16.0)
   assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
 
 
@@ -35,7 +38,8 @@ def test_configure_sets_solver_steps_and_options():
     ('heun', 'solver:n'), ('heun:18:churn', 'churn'), ('heun:18:speed=2', 'speed'),
     ('heun:18:churn=-1', 's_churn'), ('pc:25:pred=ddim', 'predictor'),
     ('heun:18:churn=lots', 'churn=.lots. is not a number'),
-    ('pc:10:nc=2.5', 'an integer')])
+    ('pc:10:nc=2.5', 'an integer'), ('pc:25:jump=0', 't_jump'),
+    ('pc:25:prew=0', 'precond_width')])
 def test_configure_rejects_bad_settings(setting, match):
   with pytest.raises(ValueError, match=match):
     sampler_curve.configure(ctm.get_config('contour,cpu'), setting)
@@ -127,3 +131,26 @@ def test_curve_plot_with_every_setting_at_one_nfe(tmp_path):
                             ('pc:25:snr=0.8,t0=0.5', 5.0, 21.9))]
   sampler_curve.plot(rows, str(tmp_path / 'curve.png'))
   assert os.path.getsize(tmp_path / 'curve.png') > 1000
+
+
+def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
+  wd = str(tmp_path / 'run')
+  run_config.save(ctm.get_config('contour_bone,cpu'), wd)
+  paths = []
+  for setting, psnr in (('pc:500', [31.0, 31.7, 32.5, 32.3]),
+                        ('pc:25:pred=ancestral,nc=2', [30.4, 29.7]),
+                        ('pc:100:snr=0.8', [31.2, 31.3, 32.0])):
+    paths.append(str(tmp_path / f'{len(paths)}.json'))
+    files.write_json(paths[-1], {'workdir': wd, 'setting': setting, 'method': 'ctm',
+                                 'condition': 'contour_bone', 'n_images': 16,
+                                 'single_sample_psnr_per_seed': psnr})
+  png = str(tmp_path / 'seeds.png')
+  rows = posterior_mean.summarize(paths, png)
+  # NFE = N + (N - 1) n_corrector (predictor first): 25 + 24 * 2, 100 + 99, 500 + 499.
+  assert [(r['setting'], r['nfe']) for r in rows] == [
+      ('pc:25:pred=ancestral,nc=2', 73), ('pc:100:snr=0.8', 199), ('pc:500', 999)]
+  ref = rows[-1]
+  assert ref['psnr_mean'] == pytest.approx(31.875)
+  assert ref['psnr_std'] == pytest.approx(np.std([31.0, 31.7, 32.5, 32.3], ddof=1))
+  assert ref['psnr_sem'] == pytest.approx(ref['psnr_std'] / 2)
+  assert os.path.getsize(png) > 1000

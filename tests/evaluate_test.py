@@ -170,3 +170,15 @@ def test_sampler_compiles_once_across_seeds_and_conditions():
   assert evaluate.jitted_sample_fn(config, mesh) is first
   config.sampling.snr = 0.2
   assert evaluate.jitted_sample_fn(config, mesh) is not first
+
+
+def test_sampler_settings_record_later_fields_only_when_they_act():
+  # Caches written before t_jump and precond existed are keyed on settings without them:
+  # at their no-op values they stay out, so those caches remain valid; other values count.
+  config = default.get_config('contour,test', method='ctm')
+  plain = evaluate.sampler_settings(config)
+  assert not {'t_jump', 'precond', 'precond_width'} & set(plain)
+  assert plain['t0'] == 1.0 and plain['predictor'] == config.sampling.predictor
+  config.sampling.update(t_jump=0.74, precond=3.0, precond_width=16.0)
+  assert evaluate.sampler_settings(config) == dict(plain, t_jump=0.74, precond=3.0,
+                                                   precond_width=16.0)
