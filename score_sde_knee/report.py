@@ -101,6 +101,13 @@ def table_rows(results: Results) -> tuple[list[str], list[list[str]]]:
   return header, rows
 
 
+# The PC settings that decide a sample; the paper's predictor and corrector count go unsaid
+# (t_jump and precond are in metrics.json only when they act: evaluate.sampler_settings).
+_PC_KEYS = ('method', 'N', 'predictor', 'n_steps_each', 'snr', 't0', 't_jump', 'precond',
+            'precond_width', 'seed')
+_PAPER_PC = {'predictor': 'reverse_diffusion', 'n_steps_each': 1}
+
+
 def table_markdown(results: Results) -> str:
   header, rows = table_rows(results)
   any_m = next(iter(results.values()))
@@ -119,9 +126,9 @@ def table_markdown(results: Results) -> str:
   for (method, c), m in sorted(results.items(), key=lambda kv: (
       METHODS.index(kv[0][0]), CONDITIONS.index(kv[0][1]))):
     s = m.get('sampler', {})
-    keys = ('method', 'N', 'snr', 't0', 'seed') if s.get('method') == 'pc' else (
-        'method', 'ode_steps', 't0', 'seed')
-    sampler = ', '.join(f'{k}={s[k]}' for k in keys if s.get(k) is not None)
+    keys = _PC_KEYS if s.get('method') == 'pc' else ('method', 'ode_steps', 't0', 'seed')
+    sampler = ', '.join(f'{k}={s[k]}' for k in keys
+                        if s.get(k) is not None and s[k] != _PAPER_PC.get(k))
     lines.append(f'| {NAMES[method]} | {NAMES[c]} | {m["_workdir"]} | '
                  f'{m.get("checkpoint_step")} | {sampler} | {m["n"]} |')
   return '\n'.join(lines) + '\n'

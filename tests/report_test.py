@@ -117,3 +117,20 @@ def test_clear_errors(tmp_path, data_dir):
   b, _ = fake_workdir(tmp_path, 'b', 'ctm', ['contour'], data_dir, 1)
   with pytest.raises(ValueError, match='Two results'):
     report.collect([a, b])
+
+
+def test_table_names_every_pc_setting_that_differs_from_the_paper():
+  def metrics(sampler):
+    return {'method': 'ctm', 'condition': 'contour_bone', 'n': 16, 'split': 'test',
+            'data': 'knee_drr/phantom_64', 'image_size': 64, 'checkpoint_step': 2000,
+            'mae_mean': 0.02, 'mae_std': 0.01, 'psnr_mean': 31.0, 'psnr_std': 3.0,
+            'sampler': sampler, '_workdir': 'w'}
+  paper = {'method': 'pc', 'N': 500, 'predictor': 'reverse_diffusion', 'n_steps_each': 1,
+           'snr': 0.4, 't0': 1.0, 'seed': 42}
+  md = report.table_markdown({('ctm', 'contour_bone'): metrics(paper)})
+  assert '| method=pc, N=500, snr=0.4, t0=1.0, seed=42 |' in md
+  fast = dict(paper, N=17, predictor='ancestral', n_steps_each=2, snr=0.5, t_jump=0.65,
+              precond=2.5)
+  md = report.table_markdown({('ctm', 'contour_bone'): metrics(fast)})
+  assert ('| method=pc, N=17, predictor=ancestral, n_steps_each=2, snr=0.5, t0=1.0, '
+          't_jump=0.65, precond=2.5, seed=42 |') in md
