@@ -146,12 +146,11 @@ def plot(result: dict, path: str) -> None:
   visualize.save_figure(fig, path, dpi=120)
 
 
-def summarize(paths: list[str], out_png: str | None = None) -> list[dict]:
+def summarize(paths: list[str]) -> list[dict]:
   """Single-draw PSNR over seeds, per setting, from this script's JSON files.
 
   Rows (sorted by NFE, then mean): setting, nfe, seeds, per-seed PSNR, mean, std over seeds
-  (ddof 1) and its standard error; with out_png, a forest plot of mean +- standard error
-  with the PC N = 500 row's mean +- 0.5 dB shaded (the fast-sampler goal).
+  (ddof 1) and its standard error.
   """
   rows = []
   for path in paths:
@@ -166,19 +165,19 @@ def summarize(paths: list[str], out_png: str | None = None) -> list[dict]:
                  'psnr_per_seed': psnr.tolist(), 'psnr_mean': float(psnr.mean()),
                  'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr))})
   rows.sort(key=lambda r: (r['nfe'], r['psnr_mean']))
-  if out_png:
-    plot_summary(rows, out_png)
   return rows
 
 
 def plot_summary(rows: list[dict], path: str) -> None:
+  """Forest plot of `summarize` rows: mean +- standard error per setting, with the PC
+  N = 500 row's mean +- 0.5 dB shaded (the fast-sampler goal)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   labels = [f"{r['setting']} ({r['nfe']} NFE, {r['seeds']} seeds)" for r in rows]
   # Room for the setting strings (~0.06 in per character at 7 pt) beside a 4 in axis.
   fig, ax = plt.subplots(figsize=(4.0 + 0.06 * max(map(len, labels)), 1.0 + 0.3 * len(rows)))
-  ref = next((r for r in rows if r['setting'] in ('pc:500', 'pc:500:')), None)
+  ref = next((r for r in rows if r['setting'] == 'pc:500'), None)
   if ref is not None:
     ax.axvspan(ref['psnr_mean'] - 0.5, ref['psnr_mean'] + 0.5, color='0.9',
                label='PC N = 500 mean ± 0.5 dB')
@@ -212,11 +211,10 @@ def main() -> None:
                       '(printed) and --out/<method>_<condition>_seeds.png')
   a = p.parse_args()
   if a.summarize:
-    with open(a.summarize[0], encoding='utf-8') as f:
-      first = json.load(f)
+    rows = summarize(a.summarize)
     os.makedirs(a.out, exist_ok=True)
-    rows = summarize(a.summarize, os.path.join(
-        a.out, f"{first['method']}_{first['condition']}_seeds.png"))
+    plot_summary(rows, os.path.join(a.out, f"{rows[0]['method']}_{rows[0]['condition']}"
+                                    '_seeds.png'))
     print(json.dumps(rows, indent=1))
     return
   if a.k < 1:

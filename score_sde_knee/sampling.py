@@ -357,9 +357,8 @@ def get_sampler(config: ml_collections.ConfigDict, *,
                    precond=float(p.precond), precond_width=float(p.precond_width))
   t0 = float(p.t0)
   # Fail at construction rather than at the first (jitted) call.
-  _check_pc_args(t0 if method == 'csm' else 1.0, **{
-      k: pc_kwargs[k] for k in ('eps', 'n_steps', 'snr', 'n_corrector', 'order',
-                                'predictor', 't_jump', 'precond', 'precond_width')})
+  _check_pc_args(t0 if method == 'csm' else 1.0,
+                 **{k: v for k, v in pc_kwargs.items() if k != 'per_sample_step'})
   if method == 'ctm':
     return lambda cond, rng: ctm_sample(score_fn, sde, cond, rng, **pc_kwargs)
   return lambda cond, rng: csm_sample(score_fn, sde, cond, rng, t0=t0, **pc_kwargs)

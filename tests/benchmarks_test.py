@@ -145,7 +145,8 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
                                  'condition': 'contour_bone', 'n_images': 16,
                                  'single_sample_psnr_per_seed': psnr})
   png = str(tmp_path / 'seeds.png')
-  rows = posterior_mean.summarize(paths, png)
+  rows = posterior_mean.summarize(paths)
+  posterior_mean.plot_summary(rows, png)
   # NFE = N + (N - 1) n_corrector (predictor first): 25 + 24 * 2, 100 + 99, 500 + 499.
   assert [(r['setting'], r['nfe']) for r in rows] == [
       ('pc:25:pred=ancestral,nc=2', 73), ('pc:100:snr=0.8', 199), ('pc:500', 999)]
