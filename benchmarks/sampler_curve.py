@@ -40,7 +40,8 @@ KEYS = ('psnr', 'mae', 'dice', 'ssim')
 # Short names for the sampler fields a setting may override after `solver:n:`.
 OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
            'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each', 't0': 't0',
-           'jump': 't_jump', 'pre': 'precond', 'prew': 'precond_width'}
+           'jump': 't_jump', 'pre': 'precond', 'prew': 'precond_width',
+           'mom': 'momentum'}
 TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
 INT_OPTIONS = ('nc',)      # Langevin steps per level (pc).
 
@@ -53,7 +54,8 @@ def configure(config, setting: str):
   'pc:25:pred=ancestral' PC with the ancestral predictor, 'pc:10:nc=4' four Langevin
   steps per level, 'pc:25:t0=0.6' CSM (SDEdit) started at t0 = 0.6, 'pc:25:jump=0.5' a
   first step from t = 1 straight to t = 0.5, 'pc:25:pre=3,prew=4' a corrector whose
-  lowest frequencies take 4x the step (Gaussian low-pass of std 4 px).
+  lowest frequencies take 4x the step (Gaussian low-pass of std 4 px), 'pc:25:mom=0.8' an
+  underdamped corrector that keeps 80 % of its velocity per step.
   """
   parts = setting.split(':')
   if len(parts) not in (2, 3):

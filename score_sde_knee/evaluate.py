@@ -132,7 +132,7 @@ def make_sample_fn(config: ml_collections.ConfigDict,
 
 # Sampler fields added after sample caches were written, at the values that reproduce them.
 _UNRECORDED_AT = {f: run_config.ADDED_FIELDS[f'sampling.{f}']
-                  for f in ('t_jump', 'precond', 'precond_width')}
+                  for f in ('t_jump', 'precond', 'precond_width', 'momentum')}
 
 
 def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -102,9 +102,9 @@ def table_rows(results: Results) -> tuple[list[str], list[list[str]]]:
 
 
 # The PC settings that decide a sample; the paper's predictor and corrector count go unsaid
-# (t_jump and precond are in metrics.json only when they act: evaluate.sampler_settings).
+# (t_jump, precond and momentum are in metrics.json only when they act: evaluate.sampler_settings).
 _PC_KEYS = ('method', 'N', 'predictor', 'n_steps_each', 'snr', 't0', 't_jump', 'precond',
-            'precond_width', 'seed')
+            'precond_width', 'momentum', 'seed')
 _PAPER_PC = {'predictor': 'reverse_diffusion', 'n_steps_each': 1}
 
 

@@ -16,6 +16,7 @@ ADDED_FIELDS = {
     'sampling.t_jump': 1.0,
     'sampling.precond': 0.0,
     'sampling.precond_width': 4.0,
+    'sampling.momentum': 0.0,
     'eval.view_stride': 1,
     'eval.condition': '',
 }
@@ -109,6 +110,7 @@ _RANGES = {
     'sampling.t_jump': (0.0, 1.0, False),
     'sampling.precond': (0.0, None, True),
     'sampling.precond_width': (0.0, None, False),
+    'sampling.momentum': (0.0, 1.0, True),
     'sampling.ode_steps': (2, None, True),
     'sampling.rho': (0.0, None, False),
     'sampling.s_churn': (0.0, None, True),
@@ -145,6 +147,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = f'>= {lo}' if closed else f'> {lo}'
       raise ValueError(f'config.{field}={value!r}: expected a value {bound}'
                        + (f' and <= {hi}.' if hi is not None else '.'))
+  if get('sampling.momentum') == 1.0:  # _RANGES' upper bounds are closed; this one is not.
+    raise ValueError('config.sampling.momentum=1.0: expected a value < 1 (1 never refreshes '
+                     'the velocity, so the corrector adds no noise).')
   if config.sde.sigma_max <= config.sde.sigma_min:
     raise ValueError(f'config.sde.sigma_max={config.sde.sigma_max!r} must exceed '
                      f'config.sde.sigma_min={config.sde.sigma_min!r}.')

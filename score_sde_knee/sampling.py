@@ -44,7 +44,8 @@ Which noise level the score sees (checked against score_sde's `sampling.py`,
     the Langevin corrector pulls both back (tests/sampling_test.py).
 
 Randomness: step i draws its noise from `fold_in(rng, i)`, split into (predictor key,
-corrector key); corrector sub-step j uses `fold_in(corrector key, j)`. CTM and CSM first
+corrector key); corrector sub-step j uses `fold_in(corrector key, j)`; an underdamped
+corrector's initial velocity uses `fold_in(rng, N)`. CTM and CSM first
 split their key into (initial-noise key, loop key). The result depends only on the key,
 not on how the batch is sharded (JAX's partitionable threefry).
 
@@ -61,6 +62,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from score_sde_knee import fast_sampling
+from score_sde_knee import langevin
 from score_sde_knee import sde as sde_lib
 
 Array = jax.Array
@@ -77,7 +79,7 @@ SAMPLING_METHODS = ('pc',) + fast_sampling.SOLVERS  # config.sampling.method.
 def _check_pc_args(t_start: float, eps: float, n_steps: int, snr: float,
                    n_corrector: int, order: str, predictor: str = 'reverse_diffusion',
                    t_jump: float = 1.0, precond: float = 0.0,
-                   precond_width: float = 4.0) -> None:
+                   precond_width: float = 4.0, momentum: float = 0.0) -> None:
   if order not in ORDERS:
     raise ValueError(f'sampling order must be one of {ORDERS}, got {order!r}')
   if predictor not in PREDICTORS:
@@ -97,6 +99,8 @@ def _check_pc_args(t_start: float, eps: float, n_steps: int, snr: float,
   if precond < 0 or precond_width <= 0:
     raise ValueError(f'Langevin preconditioner needs precond >= 0 and precond_width > 0 '
                      f'(pixels), got precond={precond}, precond_width={precond_width}')
+  if not 0.0 <= momentum < 1.0:
+    raise ValueError(f'Langevin corrector momentum must be in [0, 1), got {momentum}')
 
 
 def pc_grid(t_start: float, eps: float, n_steps: int, t_jump: float = 1.0,
@@ -109,57 +113,6 @@ def pc_grid(t_start: float, eps: float, n_steps: int, t_jump: float = 1.0,
     return jnp.linspace(t_start, eps, n_steps, dtype=dtype)
   return jnp.concatenate([jnp.array([t_start], dtype),
                           jnp.linspace(t_jump, eps, n_steps - 1, dtype=dtype)])
-
-
-def lowpass_gain(shape_hw: tuple[int, int], width: float) -> Array:
-  """G on the rfft2 grid, shape (H, W // 2 + 1, 1): the transfer function of a Gaussian
-  blur of std `width` pixels, exp(-2 pi^2 width^2 |f|^2), f in cycles per pixel."""
-  fy = jnp.fft.fftfreq(shape_hw[0])[:, None, None]
-  fx = jnp.fft.rfftfreq(shape_hw[1])[None, :, None]
-  return jnp.exp(-2.0 * jnp.pi**2 * width**2 * (fy**2 + fx**2))
-
-
-def _filter(v: Array, mult: Array) -> Array:
-  """F^-1 diag(mult) F v over the image axes of NHWC v; mult real, broadcastable to
-  (B, H, W // 2 + 1, C), e.g. (H, W // 2 + 1, 1)."""
-  f = jnp.fft.rfft2(v, axes=(1, 2))
-  return jnp.fft.irfft2(f * mult, s=v.shape[1:3], axes=(1, 2)).astype(v.dtype)
-
-
-def langevin_step(x: Array, score: Array, z: Array, e: Array,
-                  boost: Array | None = None) -> Array:
-  """One Langevin step x + e P s + sqrt(2 e) P^(1/2) z; P = identity when boost is None.
-
-  Why a preconditioner: a mode of variance A relaxes by a factor 1 - e / A per step and
-  is unstable beyond e = 2 A, so e (sized by snr on the typical, mostly high-frequency,
-  variance, about sigma^2 for noisy images) leaves the low frequencies of an image, whose
-  variance is far larger, slow to mix: N = 500 PC gives them 500 steps, a 25-level sampler
-  24. P = F^-1 diag(boost) F (boost > 0 on the rfft2 grid, broadcastable to (B, H,
-  W // 2 + 1, C), symmetric in frequency, so P is symmetric positive definite) lengthens
-  the step where boost > 1 without changing the stationary law of the continuous
-  dynamics. Mode k stays stable while e boost_k < 2 A_k: where the score's curvature
-  along the low frequencies is as sharp as the noise's (a poorly trained score at low
-  noise), that caps boost_k at about 1 / snr^2, whatever the data's spread (a boost
-  scaled to the data's low-frequency variance over sigma^2 diverged on the CTM model).
-  """
-  if boost is None:
-    return x + e * score + jnp.sqrt(2.0 * e) * z
-  return x + e * _filter(score, boost) + jnp.sqrt(2.0 * e) * _filter(z, jnp.sqrt(boost))
-
-
-def _per_example_norm(a: Array) -> Array:
-  return jnp.sqrt(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=-1))
-
-
-def _langevin_step_size(score: Array, z: Array, snr: float, per_sample: bool) -> Array:
-  """e = 2 (snr ||z|| / ||s||)^2, shape (B,): one value for the batch unless per_sample."""
-  score_norm = _per_example_norm(score)
-  noise_norm = _per_example_norm(z)
-  if not per_sample:
-    # score_sde: means of the per-example norms over the whole (global) batch.
-    score_norm = jnp.broadcast_to(jnp.mean(score_norm), score_norm.shape)
-    noise_norm = jnp.broadcast_to(jnp.mean(noise_norm), noise_norm.shape)
-  return 2.0 * jnp.square(snr * noise_norm / score_norm)
 
 
 def _normal_like(key: Array, x: Array, shape: tuple[int, ...] | None = None) -> Array:
@@ -188,7 +141,8 @@ def pc_sample(score_fn: ScoreFn,
               predictor: str = 'reverse_diffusion',
               t_jump: float = 1.0,
               precond: float = 0.0,
-              precond_width: float = 4.0) -> Array:
+              precond_width: float = 4.0,
+              momentum: float = 0.0) -> Array:
   """Predictor-corrector sampling of the reverse VE SDE from t_start down to eps.
 
   Args:
@@ -208,14 +162,17 @@ def pc_sample(score_fn: ScoreFn,
       ancestral predictor, whose step stays exact over a jump at high noise.
     precond, precond_width: > 0 preconditions the Langevin corrector with P = 1 +
       precond G, G a Gaussian low-pass of std precond_width pixels: the lowest frequencies
-      take (1 + precond) times the step (`langevin_step`).
+      take (1 + precond) times the step (langevin.py).
+    momentum: > 0 makes the corrector underdamped (langevin.underdamped_step): each
+      Langevin step keeps this fraction of a velocity that the predictor steps carry from
+      level to level.
 
   Returns:
     (B, H, W, C) noise-free mean of the last predictor step (not clipped), x_init's dtype.
   """
   n_steps = sde.num_scales if n_steps is None else n_steps
   _check_pc_args(t_start, eps, n_steps, snr, n_corrector, order, predictor, t_jump,
-                 precond, precond_width)
+                 precond, precond_width, momentum)
   dtype = x_init.dtype
   batch = x_init.shape[0]
   ts = pc_grid(t_start, eps, n_steps, t_jump, dtype)
@@ -223,36 +180,50 @@ def pc_sample(score_fn: ScoreFn,
   sigmas_next = jnp.concatenate([sigmas[1:], jnp.zeros((1,), dtype)])
   use_corrector = n_corrector > 0 and snr > 0
 
-  boost = (1.0 + precond * lowpass_gain(x_init.shape[1:3], precond_width)
+  boost = (1.0 + precond * langevin.lowpass_gain(x_init.shape[1:3], precond_width)
            if precond > 0 else None)
+  underdamped = use_corrector and momentum > 0
+  no_kick = jnp.zeros((batch,) + (1,) * (x_init.ndim - 1), dtype)
 
-  def corrector(x: Array, t: Array, key: Array, n: Array) -> Array:
-    def body(j, x):
+  def corrector(x, u, t, key, n):
+    def body(j, carry):
+      x, u, pending = carry
       z = _normal_like(jax.random.fold_in(key, j), x)
       score = score_fn(x, t, cond)
-      e = _bcast(_langevin_step_size(score, z, snr, per_sample_step), x)
-      return langevin_step(x, score, z, e, boost)
-    return jax.lax.fori_loop(0, n, body, x)
+      e = _bcast(langevin.step_size(score, z, snr, per_sample_step), x)
+      if underdamped:
+        return langevin.underdamped_step(x, u, pending, score, z, e, momentum, boost)
+      return langevin.langevin_step(x, score, z, e, boost), u, pending
+    return jax.lax.fori_loop(0, n, body, (x, u, no_kick))
 
   def step(i, carry):
-    x, _ = carry
+    x, _, u = carry
     t = jnp.full((batch,), ts[i], dtype)
     key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
+    pending = no_kick
     if use_corrector:
       n = n_corrector
       if order == 'predictor_first':
         # No corrector before the first predictor step: see the module docstring.
         n = jnp.where(i == 0, 0, n_corrector)
-      x = corrector(x, t, key_c, n)
+      x, u, pending = corrector(x, u, t, key_c, n)
     var = sigmas[i] ** 2 - sigmas_next[i] ** 2
-    x_mean = x + var * score_fn(x, t, cond)
+    score = score_fn(x, t, cond)
+    if underdamped:  # The predictor's score ends the corrector's last leapfrog step.
+      u = langevin.complete_kick(u, pending, score, boost)
+    x_mean = x + var * score
     std = jnp.sqrt(var)
     if predictor == 'ancestral':
       std = std * sigmas_next[i] / sigmas[i]
     x = x_mean + std * _normal_like(key_p, x)
-    return x, x_mean
+    return x, x_mean, u
 
-  _, x_mean = jax.lax.fori_loop(0, n_steps, step, (x_init, x_init))
+  # The velocity starts at its equilibrium law N(0, P); fold_in(rng, N) is no step's key.
+  u0 = None
+  if underdamped:
+    u0 = _normal_like(jax.random.fold_in(rng, n_steps), x_init)
+    u0 = u0 if boost is None else langevin.fourier_filter(u0, jnp.sqrt(boost))
+  _, x_mean, _ = jax.lax.fori_loop(0, n_steps, step, (x_init, x_init, u0))
   return x_mean
 
 
@@ -312,8 +283,8 @@ def get_sampler(config: ml_collections.ConfigDict, *,
 
   For csm and ctm, config.sampling.method picks the solver: 'pc' uses config.sampling
   (snr, n_steps_each, order, per_sample_step, predictor, t_jump, precond, precond_width,
-  t0, eps) and config.sde.num_scales as N (a saved config without the fields added later,
-  predictor, t_jump, precond, gets run_config.ADDED_FIELDS' values);
+  momentum, t0, eps) and config.sde.num_scales as N (a saved config without the fields
+  added later, predictor, t_jump, precond, momentum, gets run_config.ADDED_FIELDS' values);
   'heun' / 'dpm2' (fast_sampling.py) use (ode_steps, rho, s_churn, s_tmin, s_tmax,
   s_noise, t0). csm and ctm need score_fn (a closure over parameters); unet needs
   predict_fn and ignores rng. sde defaults to the VESDE of config.sde. The returned
@@ -354,7 +325,8 @@ def get_sampler(config: ml_collections.ConfigDict, *,
                    n_corrector=int(p.n_steps_each), order=str(p.order),
                    per_sample_step=bool(p.per_sample_step),
                    predictor=str(p.predictor), t_jump=float(p.t_jump),
-                   precond=float(p.precond), precond_width=float(p.precond_width))
+                   precond=float(p.precond), precond_width=float(p.precond_width),
+                   momentum=float(p.momentum))
   t0 = float(p.t0)
   # Fail at construction rather than at the first (jitted) call.
   _check_pc_args(t0 if method == 'csm' else 1.0,

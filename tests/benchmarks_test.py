@@ -31,6 +31,7 @@ def test_configure_sets_solver_steps_and_options():
   assert sampler_curve.configure(base, 'pc:25:jump=0.74').sampling.t_jump == 0.74
   pre = sampler_curve.configure(base, 'pc:25:pre=3,prew=16').sampling
   assert (pre.precond, pre.precond_width) == (3.0, 16.0)
+  assert sampler_curve.configure(base, 'pc:17:mom=0.8').sampling.momentum == 0.8
   assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
 
 
@@ -39,7 +40,7 @@ def test_configure_sets_solver_steps_and_options():
     ('heun:18:churn=-1', 's_churn'), ('pc:25:pred=ddim', 'predictor'),
     ('heun:18:churn=lots', 'churn=.lots. is not a number'),
     ('pc:10:nc=2.5', 'an integer'), ('pc:25:jump=0', 't_jump'),
-    ('pc:25:prew=0', 'precond_width')])
+    ('pc:25:prew=0', 'precond_width'), ('pc:25:mom=1', 'momentum=1.0: expected a value < 1')])
 def test_configure_rejects_bad_settings(setting, match):
   with pytest.raises(ValueError, match=match):
     sampler_curve.configure(ctm.get_config('contour,cpu'), setting)

@@ -173,12 +173,12 @@ def test_sampler_compiles_once_across_seeds_and_conditions():
 
 
 def test_sampler_settings_record_later_fields_only_when_they_act():
-  # Caches written before t_jump and precond existed are keyed on settings without them:
+  # Caches written before t_jump, precond, momentum existed are keyed on settings without them:
   # at their no-op values they stay out, so those caches remain valid; other values count.
   config = default.get_config('contour,test', method='ctm')
   plain = evaluate.sampler_settings(config)
-  assert not {'t_jump', 'precond', 'precond_width'} & set(plain)
+  assert not {'t_jump', 'precond', 'precond_width', 'momentum'} & set(plain)
   assert plain['t0'] == 1.0 and plain['predictor'] == config.sampling.predictor
-  config.sampling.update(t_jump=0.74, precond=3.0, precond_width=16.0)
+  config.sampling.update(t_jump=0.74, precond=3.0, precond_width=16.0, momentum=0.8)
   assert evaluate.sampler_settings(config) == dict(plain, t_jump=0.74, precond=3.0,
-                                                   precond_width=16.0)
+                                                   precond_width=16.0, momentum=0.8)

@@ -130,7 +130,7 @@ def test_table_names_every_pc_setting_that_differs_from_the_paper():
   md = report.table_markdown({('ctm', 'contour_bone'): metrics(paper)})
   assert '| method=pc, N=500, snr=0.4, t0=1.0, seed=42 |' in md
   fast = dict(paper, N=17, predictor='ancestral', n_steps_each=2, snr=0.5, t_jump=0.65,
-              precond=2.5)
+              precond=2.5, momentum=0.8)
   md = report.table_markdown({('ctm', 'contour_bone'): metrics(fast)})
   assert ('| method=pc, N=17, predictor=ancestral, n_steps_each=2, snr=0.5, t0=1.0, '
-          't_jump=0.65, precond=2.5, seed=42 |') in md
+          't_jump=0.65, precond=2.5, momentum=0.8, seed=42 |') in md
