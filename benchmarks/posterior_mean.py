@@ -150,7 +150,9 @@ def summarize(paths: list[str]) -> list[dict]:
   """Single-draw PSNR over seeds, per setting, from this script's JSON files.
 
   Rows (sorted by NFE, then mean): setting, nfe, seeds, per-seed PSNR, mean, std over seeds
-  (ddof 1) and its standard error.
+  (ddof 1) and its standard error, and the draws' pixel variance across seeds (None if not
+  recorded): a sampler can gain single-draw PSNR by spreading its draws less than the
+  posterior does, which this shows.
   """
   rows = []
   for path in paths:
@@ -163,7 +165,8 @@ def summarize(paths: list[str]) -> list[dict]:
                  'method': r['method'], 'condition': r['condition'],
                  'n_images': r['n_images'], 'seeds': len(psnr),
                  'psnr_per_seed': psnr.tolist(), 'psnr_mean': float(psnr.mean()),
-                 'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr))})
+                 'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr)),
+                 'draw_variance': r.get('spread', {}).get('var_draws')})
   rows.sort(key=lambda r: (r['nfe'], r['psnr_mean']))
   return rows
 
@@ -191,7 +194,7 @@ def plot_summary(rows: list[dict], path: str) -> None:
   ax.set_title(f"{r0['method'].upper()} · {r0['condition']}, {r0['n_images']} test images",
                fontsize=9)
   if ref is not None:
-    ax.legend(fontsize=7, loc='lower right')
+    ax.legend(fontsize=7, loc='best')
   # tight_layout undercounts these long tick labels by a few characters: a wider pad.
   visualize.save_figure(fig, path, dpi=120, pad=3.0)
 

@@ -138,13 +138,13 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   wd = str(tmp_path / 'run')
   run_config.save(ctm.get_config('contour_bone,cpu'), wd)
   paths = []
-  for setting, psnr in (('pc:500', [31.0, 31.7, 32.5, 32.3]),
-                        ('pc:25:pred=ancestral,nc=2', [30.4, 29.7]),
-                        ('pc:100:snr=0.8', [31.2, 31.3, 32.0])):
+  for setting, psnr, spread in (('pc:500', [31.0, 31.7, 32.5, 32.3], {'var_draws': 4e-4}),
+                                ('pc:25:pred=ancestral,nc=2', [30.4, 29.7], {}),
+                                ('pc:100:snr=0.8', [31.2, 31.3, 32.0], {'var_draws': 3e-4})):
     paths.append(str(tmp_path / f'{len(paths)}.json'))
     files.write_json(paths[-1], {'workdir': wd, 'setting': setting, 'method': 'ctm',
                                  'condition': 'contour_bone', 'n_images': 16,
-                                 'single_sample_psnr_per_seed': psnr})
+                                 'single_sample_psnr_per_seed': psnr, 'spread': spread})
   png = str(tmp_path / 'seeds.png')
   rows = posterior_mean.summarize(paths)
   posterior_mean.plot_summary(rows, png)
@@ -155,4 +155,5 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   assert ref['psnr_mean'] == pytest.approx(31.875)
   assert ref['psnr_std'] == pytest.approx(np.std([31.0, 31.7, 32.5, 32.3], ddof=1))
   assert ref['psnr_sem'] == pytest.approx(ref['psnr_std'] / 2)
+  assert [r['draw_variance'] for r in rows] == [None, 3e-4, 4e-4]
   assert os.path.getsize(png) > 1000
