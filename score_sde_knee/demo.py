@@ -23,7 +23,7 @@ from score_sde_knee import progress
 
 # What the demo changes on top of configs/ctm.py:contour_bone,cpu (documented in README).
 DEMO_OVERRIDES = {
-    'training.num_train_steps': 700,   # ~5-8 minutes on 2 idle cores
+    'training.num_train_steps': 700,   # 5-8 min on a fast 2-core host, ~22 on a slow one
     'training.sample_every': 0,        # the demo's figure comes from the eval instead
     'training.eval_every': 350,
     'sampling.method': 'pc',
@@ -60,8 +60,10 @@ def run_demo(workdir: str, data_dir: str | None = None,
   build.build(config.data.builder_config, config.data.data_dir or None)
   stage(2, f'train CTM on {config.condition}, {config.training.num_train_steps} steps')
   train.train_and_evaluate(config, workdir)
-  stage(3, f'sample {config.eval.num_images} test images '
-           f'({config.sampling.method}, N = {config.sde.num_scales})')
+  # num_images 0 means the whole labelled subset (every view_stride-th view).
+  images = (f'{config.eval.num_images} test images' if config.eval.num_images else
+            f'every {config.eval.view_stride}th test view')
+  stage(3, f'sample {images} ({config.sampling.method}, N = {config.sde.num_scales})')
   metrics = evaluate.evaluate(config, workdir)
   stage(4, 'report')
   paths = report.write_report([workdir], os.path.join(workdir, 'report'), num_images=4,
