@@ -72,10 +72,8 @@ def step_size(score: Array, z: Array, snr: float, per_sample: bool) -> Array:
 def langevin_step(x: Array, score: Array, z: Array, e: Array,
                   boost: Array | None = None) -> Array:
   """One Langevin step x + e P s + sqrt(2 e) P^(1/2) z; P = identity when boost is None."""
-  if boost is None:
-    return x + e * score + jnp.sqrt(2.0 * e) * z
-  return x + e * fourier_filter(score, boost) + jnp.sqrt(2.0 * e) * fourier_filter(
-      z, jnp.sqrt(boost))
+  root = None if boost is None else jnp.sqrt(boost)
+  return x + e * _precondition(score, boost) + jnp.sqrt(2.0 * e) * _precondition(z, root)
 
 
 def complete_kick(u: Array, pending: Array, score: Array,

@@ -95,30 +95,31 @@ _CHOICES = {
     'eval.split': ('train', 'validation', 'test'),
     'training.compute_dtype': ('float32', 'bfloat16'),
 }
-# field -> (lowest, highest, whether the lowest is allowed), None = unbounded.
+# field -> (lowest, highest, whether the lowest is allowed, whether the highest is),
+# None = unbounded.
 _RANGES = {
-    'data.image_size': (1, None, True),
-    'model.nf': (1, None, True),
-    'model.num_res_blocks': (1, None, True),
-    'sde.sigma_min': (0.0, None, False),
-    'sde.num_scales': (1, None, True),
-    'training.batch_size': (1, None, True),
-    'training.num_train_steps': (1, None, True),
-    'optim.lr': (0.0, None, False),
-    'sampling.snr': (0.0, None, True),
-    'sampling.t0': (0.0, 1.0, False),
-    'sampling.t_jump': (0.0, 1.0, False),
-    'sampling.precond': (0.0, None, True),
-    'sampling.precond_width': (0.0, None, False),
-    'sampling.momentum': (0.0, 1.0, True),
-    'sampling.ode_steps': (2, None, True),
-    'sampling.rho': (0.0, None, False),
-    'sampling.s_churn': (0.0, None, True),
-    'sampling.s_noise': (0.0, None, True),
-    'sampling.s_tmin': (0.0, None, True),
-    'eval.batch_size': (1, None, True),
-    'eval.num_images': (0, None, True),
-    'eval.view_stride': (1, None, True),
+    'data.image_size': (1, None, True, True),
+    'model.nf': (1, None, True, True),
+    'model.num_res_blocks': (1, None, True, True),
+    'sde.sigma_min': (0.0, None, False, True),
+    'sde.num_scales': (1, None, True, True),
+    'training.batch_size': (1, None, True, True),
+    'training.num_train_steps': (1, None, True, True),
+    'optim.lr': (0.0, None, False, True),
+    'sampling.snr': (0.0, None, True, True),
+    'sampling.t0': (0.0, 1.0, False, True),
+    'sampling.t_jump': (0.0, 1.0, False, True),
+    'sampling.precond': (0.0, None, True, True),
+    'sampling.precond_width': (0.0, None, False, True),
+    'sampling.momentum': (0.0, 1.0, True, False),
+    'sampling.ode_steps': (2, None, True, True),
+    'sampling.rho': (0.0, None, False, True),
+    'sampling.s_churn': (0.0, None, True, True),
+    'sampling.s_noise': (0.0, None, True, True),
+    'sampling.s_tmin': (0.0, None, True, True),
+    'eval.batch_size': (1, None, True, True),
+    'eval.num_images': (0, None, True, True),
+    'eval.view_stride': (1, None, True, True),
 }
 
 
@@ -137,19 +138,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     value = get(field)
     if value is not None and value not in choices:
       raise ValueError(f'config.{field}={value!r}: expected one of {choices}.')
-  for field, (lo, hi, closed) in _RANGES.items():
+  for field, (lo, hi, closed, hi_closed) in _RANGES.items():
     value = get(field)
     if value is None:
       continue
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ValueError(f'config.{field}={value!r}: expected a number.')
-    if (value < lo or (value == lo and not closed)) or (hi is not None and value > hi):
+    if (value < lo or (value == lo and not closed)) or (
+        hi is not None and (value > hi or (value == hi and not hi_closed))):
       bound = f'>= {lo}' if closed else f'> {lo}'
-      raise ValueError(f'config.{field}={value!r}: expected a value {bound}'
-                       + (f' and <= {hi}.' if hi is not None else '.'))
-  if get('sampling.momentum') == 1.0:  # _RANGES' upper bounds are closed; this one is not.
-    raise ValueError('config.sampling.momentum=1.0: expected a value < 1 (1 never refreshes '
-                     'the velocity, so the corrector adds no noise).')
+      upper = '' if hi is None else f' and <= {hi}' if hi_closed else f' and < {hi}'
+      raise ValueError(f'config.{field}={value!r}: expected a value {bound}{upper}.')
   if config.sde.sigma_max <= config.sde.sigma_min:
     raise ValueError(f'config.sde.sigma_max={config.sde.sigma_max!r} must exceed '
                      f'config.sde.sigma_min={config.sde.sigma_min!r}.')
