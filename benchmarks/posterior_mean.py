@@ -36,6 +36,7 @@ from score_sde_knee import metrics
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
+from score_sde_knee import xla_cpu
 
 
 def average_curve(samples: np.ndarray, images: np.ndarray) -> dict[str, list[float]]:
@@ -229,4 +230,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+  xla_cpu.configure()  # what main.py runs; before JAX starts
   main()

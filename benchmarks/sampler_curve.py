@@ -31,6 +31,7 @@ from score_sde_knee import files
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
+from score_sde_knee import xla_cpu
 
 DEFAULT_SETTINGS = ('heun:5', 'heun:10', 'heun:18', 'heun:25', 'dpm2:10', 'dpm2:25',
                     'pc:50', 'pc:100')
@@ -214,4 +215,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+  xla_cpu.configure()  # what main.py runs; before JAX starts
   main()

@@ -28,6 +28,7 @@ from configs import default  # pylint: disable=g-import-not-at-top
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
+from score_sde_knee import xla_cpu
 
 
 def _batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -102,4 +103,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+  xla_cpu.configure()  # what main.py runs; before JAX starts
   main()

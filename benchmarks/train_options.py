@@ -35,6 +35,7 @@ from configs import default
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
+from score_sde_knee import xla_cpu
 
 VARIANTS = ('sync', 'baseline', 'no_donate', 'scan4', 'bf16')
 
@@ -179,4 +180,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+  xla_cpu.configure()  # what main.py runs; before JAX starts
   main()

@@ -40,6 +40,7 @@ from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
+from score_sde_knee import xla_cpu
 
 WHAT = ('train', 'pc')
 PC_T = 0.5  # Time of the timed PC step: any interior t costs the same.
@@ -274,4 +275,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+  xla_cpu.configure()  # what main.py runs; before JAX starts
   main()

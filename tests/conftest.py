@@ -1,6 +1,10 @@
 """Fixtures shared by the test files."""
 import pytest
 
+from score_sde_knee import xla_cpu
+
+xla_cpu.configure()  # test what main.py runs (before any test starts JAX)
+
 from datasets.knee_drr import knee_drr_dataset_builder as kb
 from helpers import TINY
 
