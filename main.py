@@ -4,6 +4,7 @@
     python main.py --mode=build --config=configs/ctm.py:cpu               # knee_drr/phantom_64
     python main.py --mode=train --config=configs/ctm.py:contour_bone,cpu --workdir=runs/ctm
     python main.py --mode=eval  --workdir=runs/ctm                        # saved config
+    python main.py --mode=eval  --workdir=runs/ctm --step=1500            # an older checkpoint
     python main.py --mode=sample --workdir=runs/ctm --masks=masks/ --out=synthetic/
 """
 import os
@@ -30,6 +31,8 @@ flags.DEFINE_string('export_tfds', None, 'sample: also store the outputs as the 
                     'set knee_drr_synthetic in this data dir (contour_bone masks only).')
 flags.DEFINE_enum('condition', None, ['contour', 'contour_bone'],
                   'eval/sample: the condition (default: the training one; csm: either).')
+flags.DEFINE_integer('step', None, 'eval: evaluate this checkpoint step instead of the '
+                     'newest (results in workdir/eval/step_<step>/).')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
 
 
@@ -39,6 +42,8 @@ def _config():
 
 
 def _run(_):
+  if FLAGS.step is not None and FLAGS.mode != 'eval':
+    raise ValueError(f'--step applies to --mode=eval only, not --mode={FLAGS.mode}.')
   # TensorFlow is only the input pipeline: keep it off the GPU so JAX has all its memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
@@ -59,7 +64,7 @@ def _run(_):
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == 'eval':
     from score_sde_knee import evaluate
-    evaluate.evaluate(config, FLAGS.workdir)
+    evaluate.evaluate(config, FLAGS.workdir, step=FLAGS.step)
   elif FLAGS.mode == 'sample':
     from score_sde_knee import generate
     generate.generate(config, FLAGS.workdir, masks=FLAGS.masks, out=FLAGS.out,

@@ -123,9 +123,9 @@ def _apply_scale(c: ml_collections.ConfigDict, scale: str) -> None:
   if scale == 'paper':
     return
   if scale == 'cpu':
-    # 64 px on 2 CPU cores: 0.4-0.7 s per step at batch 16 on a fast host, ~1.65 s on a
-    # slow one (benchmarks/RESULTS.md), so 2000 steps take 15-55 minutes per Table I
-    # model. nf 32 costs ~2.7x more per step.
+    # 64 px on 2 CPU cores: 0.4-0.7 s per step at batch 16 on a fast host, 1.2-1.3 s on a
+    # Xeon @ 2.00 GHz (benchmarks/RESULTS.md), so 2000 steps take 15-45 minutes per
+    # Table I model. nf 32 costs ~2.7x more per step.
     c.data.builder_config = 'phantom_64'
     c.data.image_size = 64
     c.data.shuffle_buffer = 1000

@@ -32,6 +32,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     t = config.training
+    self.workdir = workdir
     # A declared handler lets item_metadata() read the stored shapes before a restore.
     self.kept = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), KEPT_DIR),
@@ -50,18 +51,27 @@ class Checkpoints:
              if s is not None]
     return max(steps) if steps else None
 
-  def restore(self, target: Any) -> tuple[Any, int] | None:
-    """(state, step) of the newest checkpoint, or None when there is none.
+  def restore(self, target: Any, step: int | None = None) -> tuple[Any, int] | None:
+    """(state, step) of checkpoint `step` (default: the newest), or None when there is none.
 
     target: a state (arrays or ShapeDtypeStructs) whose structure, shapes, dtypes and
     shardings the restored state takes.
+
+    Raises:
+      ValueError: no checkpoint of that step (the message lists the ones there are).
     """
-    step = self.latest_step()
     if step is None:
-      return None
+      step = self.latest_step()
+      if step is None:
+        return None
+    kept, preempted = self.kept.all_steps(), self.preemption.all_steps()
+    if step not in kept and step not in preempted:
+      raise ValueError(
+          f'No checkpoint of step {step} in {self.workdir}; '
+          f'it has steps {sorted(set(kept) | set(preempted)) or "none"}.')
     abstract_state = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
-    manager = self.kept if self.kept.latest_step() == step else self.preemption
+    manager = self.kept if step in kept else self.preemption
     where = os.path.join(os.fspath(manager.directory), str(step))
     _check_shapes(manager.item_metadata(step), abstract_state, where)
     try:

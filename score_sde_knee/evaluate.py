@@ -86,8 +86,9 @@ def has_checkpoint(workdir: str) -> bool:
 
 
 def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
-                       mesh: jax.sharding.Mesh) -> tuple[Params, int]:
-  """(EMA parameters replicated on mesh, step) of the newest checkpoint in workdir.
+                       mesh: jax.sharding.Mesh,
+                       step: int | None = None) -> tuple[Params, int]:
+  """(EMA parameters replicated on mesh, step) of checkpoint `step` (default: the newest).
 
   The whole train state is restored (its structure is what orbax stored) and all but the
   EMA parameters dropped.
@@ -106,7 +107,7 @@ def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
                           abstract)
   ckpt = checkpointing.Checkpoints(workdir, config)
   try:
-    state, step = ckpt.restore(abstract)
+    state, step = ckpt.restore(abstract, step)
   finally:
     ckpt.close()
   return state.ema_params, int(step)
@@ -244,8 +245,9 @@ def image_metrics(samples: np.ndarray, images: np.ndarray, cond: np.ndarray,
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              max_batches: int | None = None,
-             out_dir: str | None = None) -> dict[str, Any] | None:
-  """Samples the eval split with the newest checkpoint's EMA parameters; writes metrics.
+             out_dir: str | None = None,
+             step: int | None = None) -> dict[str, Any] | None:
+  """Samples the eval split with a checkpoint's EMA parameters; writes metrics.
 
   Args:
     config: the run config (usually the workdir's saved one).
@@ -254,6 +256,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       split a long evaluation into jobs; a later call resumes).
     out_dir: where batches and metrics go instead of workdir/eval/<condition> (e.g. to
       compare samplers on one checkpoint without replacing the run's own evaluation).
+    step: the checkpoint to evaluate (default: the newest); results then go to
+      workdir/eval/step_<step>/<condition> unless out_dir says otherwise.
   Returns:
     The metrics.json content, or None if stopped by max_batches before the end.
   """
@@ -265,13 +269,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if batch_size <= 0 or batch_size % jax.device_count():
     raise ValueError(f'config.eval.batch_size={batch_size} must be a positive multiple of '
                      f'the number of devices {jax.device_count()}.')
-  params, step = restore_ema_params(config, workdir, mesh)
+  chosen = step is not None
+  params, step = restore_ema_params(config, workdir, mesh, step)
   data = load_split(config, e.split, int(e.num_images))
   n = len(data['image'])
   num_batches = -(-n // batch_size)
   settings = sampler_settings(config)
-  own_dir = out_dir is None
-  out_dir = output_dir(workdir, condition) if own_dir else os.fspath(out_dir)
+  own_dir = out_dir is None and not chosen  # the run's own evaluation: the newest step
+  if out_dir is None:
+    out_dir = (os.path.join(workdir, EVAL_DIR, f'step_{step}', condition) if chosen
+               else output_dir(workdir, condition))
+  out_dir = os.fspath(out_dir)
 
   dat = parallel.data_sharding(mesh)
   sample = jitted_sample_fn(config, mesh)

@@ -124,6 +124,34 @@ def test_interrupted_eval_resumes_to_identical_results(tmp_path, data_dir):
   assert not os.path.exists(os.path.join(out, 'metrics.json'))
 
 
+def test_step_evaluates_an_older_checkpoint_beside_the_runs_own_evaluation(tmp_path,
+                                                                           data_dir):
+  config = tiny_config('unet', data_dir, 'contour_bone')
+  config.eval.num_images, config.eval.batch_size = 0, 6
+  # Step 2 outputs exactly 0 (zero parameters), step 4 is the initialised network.
+  wd = make_workdir(tmp_path / 'unet', config, lambda p: jax.tree.map(lambda x: x * 0, p))
+  make_workdir(tmp_path / 'unet', config, step=4)
+
+  old = evaluate.evaluate(config, wd, step=2)
+  assert old['checkpoint_step'] == 2
+  assert os.listdir(os.path.join(wd, 'eval')) == ['step_2']  # the run's own result: untouched
+  ds = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
+      split='test', shuffle_files=False)
+  x = np.stack([t['image'][..., 0] for t in tfds.as_numpy(ds)]).astype(np.float64)
+  np.testing.assert_allclose([p['mae'] for p in old['per_image']], x.mean(axis=(1, 2)),
+                             rtol=1e-6)  # a zero image's error is the image itself
+  with open(os.path.join(wd, 'eval', 'step_2', 'contour_bone', 'metrics.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(old))
+
+  newest = evaluate.evaluate(config, wd)
+  assert newest['checkpoint_step'] == 4 and newest['mae_mean'] != old['mae_mean']
+  assert sorted(os.listdir(os.path.join(wd, 'eval'))) == ['contour_bone', 'metrics.json',
+                                                          'step_2']
+  with pytest.raises(ValueError, match=r'No checkpoint of step 3 in .*unet; it has steps '
+                                       r'\[2, 4\]'):
+    evaluate.evaluate(config, wd, step=3)
+
+
 def test_clear_errors(tmp_path, data_dir):
   config = tiny_config('ctm', data_dir)
   with pytest.raises(FileNotFoundError, match='--mode=train'):

@@ -167,12 +167,13 @@ def test_bfloat16_compute_keeps_float32_parameters_and_fourier_features():
   x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
   cond = jnp.round(jax.random.uniform(jax.random.key(2), (2, 16, 16, 1)) * 2) / 2
   t = jnp.array([0.05, 0.9])
-  ref, low = (fns[d](params, x, t, cond) for d in ('float32', 'bfloat16'))
+  # Jitted: op-by-op bfloat16 dispatch on XLA:CPU made this test take minutes.
+  ref, low = (jax.jit(fns[d])(params, x, t, cond) for d in ('float32', 'bfloat16'))
   assert low.dtype == jnp.float32
   rel = float(jnp.linalg.norm(low - ref) / jnp.linalg.norm(ref))
   assert 1e-5 < rel < 3e-2, rel  # bfloat16-sized differences: rounded, not garbage
   # The convolutions really run in bfloat16, and the gradient is float32 like the params.
   jaxpr = str(jax.make_jaxpr(lambda p: fns['bfloat16'](p, x, t, cond))(params))
   assert 'conv_general_dilated' in jaxpr and 'bf16[2,16,16,8]' in jaxpr
-  grads = jax.grad(lambda p: jnp.sum(fns['bfloat16'](p, x, t, cond)))(params)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(fns['bfloat16'](p, x, t, cond))))(params)
   assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}

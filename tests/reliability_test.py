@@ -233,6 +233,8 @@ def test_killed_data_build_shows_nothing_and_completes_on_rerun(tmp_path, env):
      r"config\.sampling\.method='euler': expected one of \('pc', 'heun', 'dpm2'\)"),
     (['--config=configs/ctm.py:test', '--workdir={tmp}/file.txt/sub'],
      r'Cannot create the workdir .*file\.txt/sub: Not a directory'),
+    (['--config=configs/ctm.py:test', '--step=3'],
+     r'--step applies to --mode=eval only, not --mode=train'),
 ])
 def test_user_errors_are_one_line_and_exit_code_2(tmp_path, driver, env, args, message):
   (tmp_path / 'file.txt').write_text('not a directory')
