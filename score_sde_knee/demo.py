@@ -26,7 +26,7 @@ from score_sde_knee import progress
 
 # What the demo changes on top of configs/ctm.py:contour_bone,cpu (documented in README).
 DEMO_OVERRIDES = {
-    'training.num_train_steps': 350,   # ~10 min at 1.65 s per step (slowest 2-core host)
+    'training.num_train_steps': 350,   # ~7 min at 1.2 s per step on a 2-core Xeon @ 2 GHz
     'training.sample_every': 0,        # the demo's figure comes from the eval instead
     'training.eval_every': 350,        # one validation pass, at the end
     'sampling.method': 'pc',

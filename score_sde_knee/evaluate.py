@@ -73,8 +73,11 @@ def eval_condition(config: ml_collections.ConfigDict) -> str:
   return condition
 
 
-def output_dir(workdir: str, condition: str) -> str:
-  return os.path.join(workdir, EVAL_DIR, condition)
+def output_dir(workdir: str, condition: str, step: int | None = None) -> str:
+  """workdir/eval/<condition>: the newest checkpoint's; an older `step`'s goes beside it."""
+  if step is None:
+    return os.path.join(workdir, EVAL_DIR, condition)
+  return os.path.join(workdir, EVAL_DIR, f'step_{step}', condition)
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -269,17 +272,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if batch_size <= 0 or batch_size % jax.device_count():
     raise ValueError(f'config.eval.batch_size={batch_size} must be a positive multiple of '
                      f'the number of devices {jax.device_count()}.')
-  chosen = step is not None
+  own_dir = out_dir is None and step is None  # the run's own evaluation
+  out_dir = output_dir(workdir, condition, step) if out_dir is None else os.fspath(out_dir)
   params, step = restore_ema_params(config, workdir, mesh, step)
   data = load_split(config, e.split, int(e.num_images))
   n = len(data['image'])
   num_batches = -(-n // batch_size)
   settings = sampler_settings(config)
-  own_dir = out_dir is None and not chosen  # the run's own evaluation: the newest step
-  if out_dir is None:
-    out_dir = (os.path.join(workdir, EVAL_DIR, f'step_{step}', condition) if chosen
-               else output_dir(workdir, condition))
-  out_dir = os.fspath(out_dir)
 
   dat = parallel.data_sharding(mesh)
   sample = jitted_sample_fn(config, mesh)
