@@ -14,7 +14,8 @@ spread of the draws (`spread`: is a single draw's error all posterior spread?). 
 
 Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/ through
 `evaluate.evaluate(out_dir=...)`, so an interrupted run resumes. Prints one JSON object and
-writes out/posterior_<method>_<condition>.json and .png. `--summarize A.json B.json ...`
+writes out/posterior_<method>_<condition>.json and .png. --step=S draws from the kept
+checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_stepS.*). `--summarize A.json B.json ...`
 puts several such files (settings of one run) in one table and plot, mean +- standard
 error over seeds by NFE.
 """
@@ -32,6 +33,7 @@ from benchmarks import sampler_curve  # pylint: disable=g-import-not-at-top
 from score_sde_knee import evaluate
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
+from score_sde_knee import input_pipeline
 from score_sde_knee import metrics
 from score_sde_knee import report
 from score_sde_knee import run_config
@@ -79,7 +81,8 @@ def ideal_gain_db(k: int) -> float:
 
 
 def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
-        condition: str | None = None, reference_psnr: str | None = None) -> dict:
+        condition: str | None = None, reference_psnr: str | None = None,
+        step: int | None = None) -> dict:
   base = run_config.load(workdir)
   if condition:
     base.eval.condition = condition
@@ -91,18 +94,19 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     config.seed = int(base.seed) + s
     print(f'== {workdir} {condition} {setting} seed {config.seed} ({s + 1}/{k})',
           file=sys.stderr, flush=True)
-    d = os.path.join(workdir, 'eval_posterior', condition, tag, f'seed_{config.seed}')
-    got = evaluate.evaluate(config, workdir, out_dir=d)
+    d = os.path.join(evaluate.output_dir(workdir, condition, step, root='eval_posterior'),
+                     tag, f'seed_{config.seed}')
+    got = evaluate.evaluate(config, workdir, out_dir=d, step=step)
     by_index = report.load_samples(os.path.join(d, 'samples.npz'))
     draws.append(np.stack([by_index[i] for i in sorted(by_index)]).astype(np.float64))
     per_seed.append(got['psnr_mean'])
-  data = evaluate.load_split(config, config.eval.split, int(config.eval.num_images))
+  data = input_pipeline.load_split(config, config.eval.split, int(config.eval.num_images))
   images = data['image'].astype(np.float64)
   samples = np.stack(draws)
   curve = average_curve(samples, images)
   result = {
       'workdir': workdir, 'method': base.method, 'condition': condition,
-      'setting': setting, 'n_images': int(len(images)), 'k': k,
+      'checkpoint_step': got['checkpoint_step'], 'setting': setting, 'n_images': int(len(images)), 'k': k,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
       'average_of_k': curve,
@@ -121,7 +125,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     result['reference'] = {'workdir': None, 'method': label or 'reference',
                            'psnr': float(value), 'mae': None}
   os.makedirs(out, exist_ok=True)
-  stem = os.path.join(out, f'posterior_{base.method}_{condition}')
+  stem = os.path.join(out, f'posterior_{base.method}_{condition}'
+                      + ('' if step is None else f'_step{step}'))
   files.write_json(stem + '.json', result)
   plot(result, stem + '.png')
   return result
@@ -209,6 +214,8 @@ def main() -> None:
   p.add_argument('--reference', default=None, help='a run evaluated with --mode=eval')
   p.add_argument('--reference_psnr', default=None,
                  help='instead of --reference: LABEL=PSNR, a figure recorded elsewhere')
+  p.add_argument('--step', type=int, default=None,
+                 help='draw from this kept checkpoint instead of the newest')
   p.add_argument('--out', default='benchmarks/posterior_mean')
   p.add_argument('--summarize', nargs='+', default=None, metavar='JSON',
                  help="instead of sampling: this script's JSON files -> one table "
@@ -226,7 +233,7 @@ def main() -> None:
   if not a.workdir:
     p.error('--workdir is required (or --summarize JSON files)')
   print(json.dumps(run(a.workdir, a.k, a.setting, a.reference, a.out, a.condition,
-                       a.reference_psnr), indent=1))
+                       a.reference_psnr, a.step), indent=1))
 
 
 if __name__ == '__main__':

@@ -5,11 +5,12 @@
 
 For each trained workdir (a CSM workdir once per condition) and each sampler setting, the
 run's own eval subset (its saved config.eval: split, view_stride, num_images, seed) is
-sampled with the newest checkpoint and scored like `--mode=eval`. The reference is the
-run's own `--mode=eval` result (workdir/eval/<condition>/metrics.json, PC with the config's
-N, normally 500), which must exist. Each setting's batches go to
-workdir/eval_samplers/<condition>/<setting>/ so an interrupted run resumes and the run's own
-evaluation is never replaced. Prints one JSON object and writes out/curve.json, out/curve.png
+sampled with the newest checkpoint (or --step's) and scored like `--mode=eval`. The
+reference is the run's own `--mode=eval` result (workdir/eval/<condition>/metrics.json, PC
+with the config's N, normally 500; with --step=S, `--mode=eval --step=S`'s
+workdir/eval/step_S/<condition>/), which must exist. Each setting's batches go to
+workdir/eval_samplers/[step_S/]<condition>/<setting>/ so an interrupted run resumes and the
+run's own evaluation is never replaced. Prints one JSON object and writes out/curve.json, out/curve.png
 and, per model and condition, out/samples_<method>_<condition>.png: the same test images
 drawn by the reference and by every setting (--grid_images of them).
 """
@@ -28,6 +29,7 @@ if not __package__:  # Run as a script: make the repository importable.
 from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
+from score_sde_knee import input_pipeline
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
@@ -88,16 +90,19 @@ def setting_dir(setting: str) -> str:
   return setting.replace(':', '-').replace(',', '_').replace('=', '')
 
 
-def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4) -> dict:
+def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4,
+        step: int | None = None) -> dict:
   rows = []
   for workdir in workdirs:
     base = run_config.load(workdir)
     conditions = evaluate.CONDITIONS if base.method == 'csm' else (base.condition,)
     for condition in conditions:
-      ref_path = os.path.join(evaluate.output_dir(workdir, condition), 'metrics.json')
+      ref_path = os.path.join(evaluate.output_dir(workdir, condition, step), 'metrics.json')
       if not os.path.exists(ref_path):
+        step_flag = '' if step is None else f' --step={step}'
         raise FileNotFoundError(f'{ref_path} not found: run python main.py --mode=eval '
-                                f'--workdir={workdir} --condition={condition} first.')
+                                f'--workdir={workdir} --condition={condition}{step_flag} '
+                                'first.')
       with open(ref_path, encoding='utf-8') as f:
         ref = json.load(f)
       base.eval.condition = condition
@@ -109,15 +114,15 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
         config = configure(base, setting)
         print(f'== {workdir} {condition} {setting}', file=sys.stderr, flush=True)
         t = time.monotonic()
-        got = evaluate.evaluate(config, workdir, out_dir=os.path.join(
-            workdir, 'eval_samplers', condition, setting_dir(setting)))
+        got = evaluate.evaluate(config, workdir, step=step,
+                                out_dir=_setting_dir(workdir, condition, setting, step))
         rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
                      'setting': setting, 'nfe': fast_sampling.nfe(config),
                      'seconds': time.monotonic() - t,
                      **{k: got.get(f'{k}_mean') for k in KEYS}})
       if grid_images > 0:
         save_samples_grid(workdir, condition, settings, os.path.join(
-            out, f'samples_{base.method}_{condition}.png'), grid_images)
+            out, f'samples_{base.method}_{condition}.png'), grid_images, step)
   result = {'rows': rows, 'n_images': ref['n'], 'checkpoint_step': ref['checkpoint_step']}
   for r in rows:  # gap to the reference of the same model and condition
     ref_row = next(x for x in rows if x['workdir'] == r['workdir']
@@ -127,6 +132,11 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
   files.write_json(os.path.join(out, 'curve.json'), result)
   plot(rows, os.path.join(out, 'curve.png'))
   return result
+
+
+def _setting_dir(workdir: str, condition: str, setting: str, step: int | None) -> str:
+  return os.path.join(evaluate.output_dir(workdir, condition, step, root='eval_samplers'),
+                      setting_dir(setting))
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -182,19 +192,19 @@ def nfe_axis(nfes: list[int], goal: int = 50, min_gap: float = 0.1) -> tuple[str
 
 
 def save_samples_grid(workdir: str, condition: str, settings: list[str], path: str,
-                      num_images: int = 4) -> None:
+                      num_images: int = 4, step: int | None = None) -> None:
   """Rows: evenly spaced test images; columns: condition | reference | settings | truth."""
   config = run_config.load(workdir)
-  ref_dir = evaluate.output_dir(workdir, condition)
+  ref_dir = evaluate.output_dir(workdir, condition, step)
   columns = [(f'PC N={config.sde.num_scales}',
               report.load_samples(os.path.join(ref_dir, 'samples.npz')))]
   for setting in settings:
     columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', '\n'),
-                    report.load_samples(os.path.join(workdir, 'eval_samplers', condition,
-                                                     setting_dir(setting), 'samples.npz'))))
+                    report.load_samples(os.path.join(
+                        _setting_dir(workdir, condition, setting, step), 'samples.npz'))))
   common = sorted(set.intersection(*(set(c) for _, c in columns)))
   pick = report.evenly_spaced(common, num_images)
-  data = evaluate.load_split(config, config.eval.split, max(pick) + 1)
+  data = input_pipeline.load_split(config, config.eval.split, max(pick) + 1)
   rows = [[data[condition][i]] + [c[i] for _, c in columns] + [data['image'][i]]
           for i in pick]
   visualize.save_grid(path, rows, col_titles=['condition'] + [t for t, _ in columns]
@@ -210,8 +220,11 @@ def main() -> None:
   p.add_argument('--out', default='benchmarks/sampler_curve')
   p.add_argument('--grid_images', type=int, default=4,
                  help='test images in each samples_*.png (0: no picture)')
+  p.add_argument('--step', type=int, default=None,
+                 help='evaluate this kept checkpoint instead of the newest (its reference: '
+                      'main.py --mode=eval --step=STEP)')
   a = p.parse_args()
-  print(json.dumps(run(a.workdirs, a.settings, a.out, a.grid_images), indent=1))
+  print(json.dumps(run(a.workdirs, a.settings, a.out, a.grid_images, a.step), indent=1))
 
 
 if __name__ == '__main__':

@@ -39,6 +39,7 @@ import numpy as np
 
 from score_sde_knee import checkpointing
 from score_sde_knee import files
+from score_sde_knee import input_pipeline
 from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
@@ -73,11 +74,13 @@ def eval_condition(config: ml_collections.ConfigDict) -> str:
   return condition
 
 
-def output_dir(workdir: str, condition: str, step: int | None = None) -> str:
-  """workdir/eval/<condition>: the newest checkpoint's; an older `step`'s goes beside it."""
+def output_dir(workdir: str, condition: str, step: int | None = None,
+               root: str = EVAL_DIR) -> str:
+  """workdir/<root>/<condition>: the newest checkpoint's; a `step`'s goes beside it, in
+  workdir/<root>/step_<step>/<condition> (root: eval, or a benchmark's own folder)."""
   if step is None:
-    return os.path.join(workdir, EVAL_DIR, condition)
-  return os.path.join(workdir, EVAL_DIR, f'step_{step}', condition)
+    return os.path.join(workdir, root, condition)
+  return os.path.join(workdir, root, f'step_{step}', condition)
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -159,71 +162,6 @@ def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(settings))  # plain JSON types (tuples -> lists)
 
 
-# --- Data --------------------------------------------------------------------------------
-
-
-def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 0,
-               view_stride: int | None = None) -> dict[str, np.ndarray]:
-  """Examples of a split in file order, as numpy: every view_stride-th view, then the first
-  num_images (0 = all).
-
-  view_stride (None = config.eval.view_stride, default 1): keeps, for each patient, the
-  views whose rank by angle is a multiple of it (6 with 60 views: 0, 36, ..., 324 deg), so
-  a subset covers every test patient and every side of the knee.
-  Returns 'image', 'contour', 'contour_bone' (n, S, S, 1) float32 with S =
-  config.data.image_size (area-resized as in training), 'patient_id' (n,) str,
-  'angle_deg' (n,) float32.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from datasets.knee_drr import knee_drr_dataset_builder  # noqa: F401  (registers knee_drr)
-  tf.config.set_visible_devices([], 'GPU')
-  name = f'{config.data.name}/{config.data.builder_config}'
-  builder = tfds.builder(name, data_dir=config.data.data_dir or None)
-  if not builder.is_prepared():
-    from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
-    raise FileNotFoundError(
-        f'The data set {name} is not built in {builder.data_dir}. Build it first: '
-        f'{build.build_command(config.data.builder_config, config.data.data_dir)}')
-  if split not in builder.info.splits:
-    raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
-  options = tf.data.Options()
-  options.deterministic = True
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          read_config=tfds.ReadConfig(options=options))
-  stride = int(config.eval.view_stride if view_stride is None else view_stride)
-  if stride < 1:
-    raise ValueError(f'config.eval.view_stride={stride}: expected an integer >= 1.')
-  if num_images > 0 and stride == 1:
-    ds = ds.take(num_images)
-  size = int(config.data.image_size)
-  out = {k: [] for k in ('image', 'contour', 'contour_bone', 'patient_id', 'angle_deg')}
-  for ex in tfds.as_numpy(ds):
-    for k in ('image', 'contour', 'contour_bone'):
-      x = np.asarray(ex[k], np.float32)
-      if x.shape[:2] != (size, size):
-        x = tf.image.resize(x, (size, size), method='area').numpy()
-      out[k].append(x)
-    out['patient_id'].append(ex['patient_id'].decode())
-    out['angle_deg'].append(np.float32(ex['angle_deg']))
-  if not out['image']:
-    raise ValueError(f'The {split} split of {name} has no examples.')
-  out = {k: np.stack(v) if k != 'patient_id' else np.array(v) for k, v in out.items()}
-  if stride > 1:
-    keep = np.sort(_every_nth_view(out['patient_id'], out['angle_deg'], stride))
-    out = {k: v[keep[:num_images] if num_images > 0 else keep] for k, v in out.items()}
-  return out
-
-
-def _every_nth_view(patient_id: np.ndarray, angle_deg: np.ndarray, n: int) -> np.ndarray:
-  """Indices of the views whose rank by angle within their patient is a multiple of n."""
-  keep = []
-  for pid in np.unique(patient_id):
-    idx = np.flatnonzero(patient_id == pid)
-    keep.extend(idx[np.argsort(angle_deg[idx], kind='stable')][::n])
-  return np.asarray(keep, dtype=np.int64)
-
-
 # --- Metrics -----------------------------------------------------------------------------
 
 
@@ -275,7 +213,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   own_dir = out_dir is None and step is None  # the run's own evaluation
   out_dir = output_dir(workdir, condition, step) if out_dir is None else os.fspath(out_dir)
   params, step = restore_ema_params(config, workdir, mesh, step)
-  data = load_split(config, e.split, int(e.num_images))
+  data = input_pipeline.load_split(config, e.split, int(e.num_images))
   n = len(data['image'])
   num_batches = -(-n // batch_size)
   settings = sampler_settings(config)

@@ -46,6 +46,7 @@ import numpy as np
 
 from score_sde_knee import evaluate
 from score_sde_knee import files
+from score_sde_knee import input_pipeline
 from score_sde_knee import parallel
 from score_sde_knee import progress
 
@@ -146,7 +147,7 @@ def load_masks(spec: str, config: ml_collections.ConfigDict, *, snap: bool = Fal
   size = int(config.data.image_size)
   if spec == 'test':
     condition = evaluate.eval_condition(config)
-    data = evaluate.load_split(config, config.eval.split, int(config.eval.num_images))
+    data = input_pipeline.load_split(config, config.eval.split, int(config.eval.num_images))
     return [Mask(f'test_{i:05d}', f'test:{i}', data[condition][i],
                  str(data['patient_id'][i]), float(data['angle_deg'][i]))
             for i in range(len(data[condition]))]

@@ -16,6 +16,10 @@ start of the next.
 Arrays: 'image' (B, H, W, 1) float32 in [0, 1]; 'cond' (B, H, W, 1) float32, the
 config.condition segmentation with values {0, 0.5, 1} (fractional where an area resize
 to config.data.image_size averages a boundary).
+
+`load_split` reads a whole split (or a fixed subset of views) into numpy in file order,
+with both segmentations and the patient and angle of each image: what evaluation,
+reports and sampling from the test masks use.
 """
 import dataclasses
 from typing import Callable, Iterable, Iterator
@@ -120,6 +124,63 @@ def train_stream(base: tf.data.Dataset, n: int, *, per_host: int, seed: int,
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
   ds = ds.skip(offset).batch(per_host, drop_remainder=True).prefetch(prefetch)
   return ds.with_options(_options())
+
+
+def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 0,
+               view_stride: int | None = None) -> dict[str, np.ndarray]:
+  """Examples of a split in file order, as numpy: every view_stride-th view, then the first
+  num_images (0 = all).
+
+  view_stride (None = config.eval.view_stride, default 1): keeps, for each patient, the
+  views whose rank by angle is a multiple of it (6 with 60 views: 0, 36, ..., 324 deg), so
+  a subset covers every test patient and every side of the knee.
+  Returns 'image', 'contour', 'contour_bone' (n, S, S, 1) float32 with S =
+  config.data.image_size (area-resized as in training), 'patient_id' (n,) str,
+  'angle_deg' (n,) float32.
+  """
+  hide_gpus_from_tf()
+  name = f'{config.data.name}/{config.data.builder_config}'
+  builder = _builder(config)
+  if not builder.is_prepared():
+    from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
+    raise FileNotFoundError(
+        f'The data set {name} is not built in {builder.data_dir}. Build it first: '
+        f'{build.build_command(config.data.builder_config, config.data.data_dir)}')
+  if split not in builder.info.splits:
+    raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          read_config=tfds.ReadConfig(options=_options()))
+  stride = int(config.eval.view_stride if view_stride is None else view_stride)
+  if stride < 1:
+    raise ValueError(f'config.eval.view_stride={stride}: expected an integer >= 1.')
+  if num_images > 0 and stride == 1:
+    ds = ds.take(num_images)
+  size = int(config.data.image_size)
+  out = {k: [] for k in ('image', 'contour', 'contour_bone', 'patient_id', 'angle_deg')}
+  for ex in tfds.as_numpy(ds):
+    for k in ('image', 'contour', 'contour_bone'):
+      x = np.asarray(ex[k], np.float32)
+      if x.shape[:2] != (size, size):
+        x = tf.image.resize(x, (size, size), method='area').numpy()
+      out[k].append(x)
+    out['patient_id'].append(ex['patient_id'].decode())
+    out['angle_deg'].append(np.float32(ex['angle_deg']))
+  if not out['image']:
+    raise ValueError(f'The {split} split of {name} has no examples.')
+  out = {k: np.stack(v) if k != 'patient_id' else np.array(v) for k, v in out.items()}
+  if stride > 1:
+    keep = np.sort(_every_nth_view(out['patient_id'], out['angle_deg'], stride))
+    out = {k: v[keep[:num_images] if num_images > 0 else keep] for k, v in out.items()}
+  return out
+
+
+def _every_nth_view(patient_id: np.ndarray, angle_deg: np.ndarray, n: int) -> np.ndarray:
+  """Indices of the views whose rank by angle within their patient is a multiple of n."""
+  keep = []
+  for pid in np.unique(patient_id):
+    idx = np.flatnonzero(patient_id == pid)
+    keep.extend(idx[np.argsort(angle_deg[idx], kind='stable')][::n])
+  return np.asarray(keep, dtype=np.int64)
 
 
 def _options() -> tf.data.Options:

@@ -180,14 +180,14 @@ def evenly_spaced(ids: list[int], k: int) -> list[int]:
 def save_fig3(results: Results, path: str, *, num_images: int = 3,
               data_dir: str | None = None) -> list[int]:
   """Condition | U-Net | CSM | CTM | ground truth for a few test images; returns indices."""
-  from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
+  from score_sde_knee import input_pipeline  # pylint: disable=g-import-not-at-top
   from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
   indices = fig3_indices(results, num_images)
   any_m = next(iter(results.values()))
   config = run_config.load(any_m['_workdir'])
   if data_dir:
     config.data.data_dir = data_dir
-  data = evaluate.load_split(config, any_m['split'], max(indices) + 1)
+  data = input_pipeline.load_split(config, any_m['split'], max(indices) + 1)
   samples = {key: _samples_by_index(m, key) for key, m in results.items()}
   rows, titles = [], []
   for c in CONDITIONS:

@@ -1,8 +1,9 @@
-"""The benchmark scripts' own logic: sampler setting strings and the average-of-k curve."""
+"""The benchmark scripts' own logic: sampler setting strings, the average-of-k curve, --step."""
 import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -10,7 +11,10 @@ import tensorflow_datasets as tfds
 from benchmarks import posterior_mean
 from benchmarks import sampler_curve
 from configs import ctm
+from configs import unet
 from helpers import TINY
+from helpers import make_workdir
+from score_sde_knee import evaluate
 from score_sde_knee import files
 from score_sde_knee import run_config
 from score_sde_knee import visualize
@@ -183,3 +187,35 @@ def test_xla_cpu_flags_alternates_variants_and_reports_median_ratios(monkeypatch
   assert out['speedup']['update_min_s'] == pytest.approx(1.9 / 1.5)
   assert xla_cpu_flags.VARIANTS['fast_conv'] == out['flag']
   assert not xla_cpu_flags.VARIANTS['default']
+
+
+def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir):
+  config = unet.get_config('contour_bone,test')
+  config.data.data_dir, config.data.builder_config = data_dir, TINY.name
+  config.eval.num_images, config.eval.batch_size = 0, 6
+  # Step 2 outputs exactly 0 (zero parameters), step 4 is the initialised network.
+  wd = make_workdir(tmp_path / 'unet', config, lambda p: jax.tree.map(lambda x: x * 0, p))
+  make_workdir(tmp_path / 'unet', config, step=4)
+  ds = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
+      split='test', shuffle_files=False)
+  x = np.stack([t['image'] for t in tfds.as_numpy(ds)]).astype(np.float64)
+  zero_psnr = np.mean(-10 * np.log10(np.mean(x**2, axis=(1, 2, 3))))  # a zero image's
+
+  got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2)
+  assert got['checkpoint_step'] == 2
+  assert got['single_sample_psnr_mean'] == pytest.approx(zero_psnr, abs=1e-4)
+  assert os.path.exists(os.path.join(wd, 'eval_posterior', 'step_2', 'contour_bone', 'pc-2',
+                                     'seed_42', 'metrics.json'))
+  assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2.json')
+  assert not os.path.exists(os.path.join(wd, 'eval'))  # no evaluation of its own written
+
+  with pytest.raises(FileNotFoundError, match=r'step_2.*--condition=contour_bone --step=2 '):
+    sampler_curve.run([wd], ['pc:2'], str(tmp_path / 'curve'), grid_images=0, step=2)
+  evaluate.evaluate(config, wd, step=2)  # the reference: main.py --mode=eval --step=2
+  curve = sampler_curve.run([wd], ['pc:2'], str(tmp_path / 'curve'), grid_images=0, step=2)
+  ref, fast = curve['rows']
+  assert curve['checkpoint_step'] == 2 and ref['seconds'] is None
+  assert fast['psnr'] == pytest.approx(zero_psnr, abs=1e-4) and fast['psnr_gap_db'] == 0
+  got = json.load(open(os.path.join(wd, 'eval_samplers', 'step_2', 'contour_bone', 'pc-2',
+                                    'metrics.json'), encoding='utf-8'))
+  assert got['checkpoint_step'] == 2

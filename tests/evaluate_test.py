@@ -10,12 +10,10 @@ from skimage.metrics import structural_similarity
 import tensorflow_datasets as tfds
 
 from configs import default
-from score_sde_knee import checkpointing
 from score_sde_knee import evaluate
-from score_sde_knee import model_utils
 from score_sde_knee import parallel
-from score_sde_knee import train_state as ts
 from helpers import TINY
+from helpers import make_workdir
 
 
 def tiny_config(method: str, data_dir: str, condition: str = 'contour'):
@@ -24,18 +22,6 @@ def tiny_config(method: str, data_dir: str, condition: str = 'contour'):
     c.model.scale_by_sigma = False
   c.data.data_dir, c.data.builder_config = data_dir, TINY.name
   return c
-
-
-def make_workdir(path, config, ema_fn=None, step: int = 2) -> str:
-  """A workdir as training leaves it: config.json and a checkpoint of step `step`."""
-  state = ts.init_train_state(config, model_utils.create_model(config), parallel.make_mesh())
-  if ema_fn is not None:
-    state = state.replace(ema_params=ema_fn(state.ema_params))
-  checkpointing.check_and_save_config(config, str(path))
-  ckpt = checkpointing.Checkpoints(str(path), config)
-  ckpt.maybe_save(step, state)
-  ckpt.close()
-  return str(path)
 
 
 def test_zero_unet_metrics_match_numpy(tmp_path, data_dir):
@@ -162,29 +148,6 @@ def test_clear_errors(tmp_path, data_dir):
   config.eval.condition = 'bones'
   with pytest.raises(ValueError, match="'bones'"):
     evaluate.eval_condition(config)
-
-
-def test_view_stride_keeps_every_nth_view_of_each_patient(data_dir):
-  config = tiny_config('ctm', data_dir)
-  config.data.image_size = TINY.detector
-  everything = evaluate.load_split(config, 'test')
-  some = evaluate.load_split(config, 'test', view_stride=2)
-  # Independent reference: per patient, angles sorted, every 2nd one from the first.
-  expected = []
-  for pid in sorted(set(everything['patient_id'])):
-    angles = sorted(a for p, a in zip(everything['patient_id'], everything['angle_deg'])
-                    if p == pid)
-    expected += [(pid, a) for a in angles[::2]]
-  got = list(zip(some['patient_id'], some['angle_deg']))
-  assert sorted(got) == sorted(expected) and len(got) == len(everything['image']) // 2
-  for k in ('image', 'contour_bone'):  # each example keeps its own image and masks
-    for i, key in enumerate(got):
-      j = list(zip(everything['patient_id'], everything['angle_deg'])).index(key)
-      np.testing.assert_array_equal(some[k][i], everything[k][j])
-  first = evaluate.load_split(config, 'test', num_images=2, view_stride=2)
-  assert list(first['angle_deg']) == list(some['angle_deg'][:2])
-  with pytest.raises(ValueError, match='view_stride=0'):
-    evaluate.load_split(config, 'test', view_stride=0)
 
 
 def test_sampler_compiles_once_across_seeds_and_conditions():

@@ -7,6 +7,7 @@ import tensorflow_datasets as tfds
 
 from configs import ctm
 from score_sde_knee import input_pipeline
+from helpers import TINY
 
 
 def _stream(n, per_host, start_step, seed=3, process_index=0, num_batches=12):
@@ -100,6 +101,32 @@ def test_unbuilt_data_set_names_the_build_command(tmp_path):
   with pytest.raises(FileNotFoundError, match=rf'python -m datasets\.knee_drr\.build '
                      rf'{config.data.builder_config} --data_dir {tmp_path}'):
     input_pipeline.create_datasets(config)
+  with pytest.raises(FileNotFoundError, match=rf'--data_dir {tmp_path}'):
+    input_pipeline.load_split(config, 'test')
+
+
+def test_view_stride_keeps_every_nth_view_of_each_patient(data_dir):
+  config = ctm.get_config('contour_bone,test')
+  config.data.data_dir, config.data.builder_config = data_dir, TINY.name
+  config.data.image_size = TINY.detector
+  everything = input_pipeline.load_split(config, 'test')
+  some = input_pipeline.load_split(config, 'test', view_stride=2)
+  # Independent reference: per patient, angles sorted, every 2nd one from the first.
+  expected = []
+  for pid in sorted(set(everything['patient_id'])):
+    angles = sorted(a for p, a in zip(everything['patient_id'], everything['angle_deg'])
+                    if p == pid)
+    expected += [(pid, a) for a in angles[::2]]
+  got = list(zip(some['patient_id'], some['angle_deg']))
+  assert sorted(got) == sorted(expected) and len(got) == len(everything['image']) // 2
+  for k in ('image', 'contour_bone'):  # each example keeps its own image and masks
+    for i, key in enumerate(got):
+      j = list(zip(everything['patient_id'], everything['angle_deg'])).index(key)
+      np.testing.assert_array_equal(some[k][i], everything[k][j])
+  first = input_pipeline.load_split(config, 'test', num_images=2, view_stride=2)
+  assert list(first['angle_deg']) == list(some['angle_deg'][:2])
+  with pytest.raises(ValueError, match='view_stride=0'):
+    input_pipeline.load_split(config, 'test', view_stride=0)
 
 
 def test_batch_must_split_over_hosts():
