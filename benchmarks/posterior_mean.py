@@ -15,9 +15,9 @@ spread of the draws (`spread`: is a single draw's error all posterior spread?). 
 Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/ through
 `evaluate.evaluate(out_dir=...)`, so an interrupted run resumes. Prints one JSON object and
 writes out/posterior_<method>_<condition>.json and .png. --step=S draws from the kept
-checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_stepS.*). `--summarize A.json B.json ...`
-puts several such files (settings of one run) in one table and plot, mean +- standard
-error over seeds by NFE.
+checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_stepS.*).
+`--summarize A.json B.json ...` puts several such files (settings of one run) in one table
+and plot, mean +- standard error over seeds by NFE.
 """
 import argparse
 import json
@@ -106,7 +106,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   curve = average_curve(samples, images)
   result = {
       'workdir': workdir, 'method': base.method, 'condition': condition,
-      'checkpoint_step': got['checkpoint_step'], 'setting': setting, 'n_images': int(len(images)), 'k': k,
+      'checkpoint_step': got['checkpoint_step'], 'setting': setting,
+      'n_images': int(len(images)), 'k': k,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
       'average_of_k': curve,

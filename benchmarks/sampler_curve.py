@@ -10,9 +10,9 @@ reference is the run's own `--mode=eval` result (workdir/eval/<condition>/metric
 with the config's N, normally 500; with --step=S, `--mode=eval --step=S`'s
 workdir/eval/step_S/<condition>/), which must exist. Each setting's batches go to
 workdir/eval_samplers/[step_S/]<condition>/<setting>/ so an interrupted run resumes and the
-run's own evaluation is never replaced. Prints one JSON object and writes out/curve.json, out/curve.png
-and, per model and condition, out/samples_<method>_<condition>.png: the same test images
-drawn by the reference and by every setting (--grid_images of them).
+run's own evaluation is never replaced. Prints one JSON object and writes out/curve.json,
+out/curve.png and, per model and condition, out/samples_<method>_<condition>.png: the same
+test images drawn by the reference and by every setting (--grid_images of them).
 """
 import argparse
 import json

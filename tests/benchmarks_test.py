@@ -1,4 +1,4 @@
-"""The benchmark scripts' own logic: sampler setting strings, the average-of-k curve, --step."""
+"""The benchmark scripts' own logic: setting strings, the average-of-k curve, --step."""
 import json
 import math
 import os
