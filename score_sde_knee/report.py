@@ -179,7 +179,11 @@ def evenly_spaced(ids: list[int], k: int) -> list[int]:
 
 def save_fig3(results: Results, path: str, *, num_images: int = 3,
               data_dir: str | None = None) -> list[int]:
-  """Condition | U-Net | CSM | CTM | ground truth for a few test images; returns indices."""
+  """Condition | U-Net | CSM | CTM | ground truth for a few test images; returns indices.
+
+  A method with no result (e.g. the demo's lone CTM) gets no column; one evaluated on the
+  other condition only leaves its cells in this condition's rows blank.
+  """
   from score_sde_knee import input_pipeline  # pylint: disable=g-import-not-at-top
   from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
   indices = fig3_indices(results, num_images)
@@ -189,18 +193,19 @@ def save_fig3(results: Results, path: str, *, num_images: int = 3,
     config.data.data_dir = data_dir
   data = input_pipeline.load_split(config, any_m['split'], max(indices) + 1)
   samples = {key: _samples_by_index(m, key) for key, m in results.items()}
+  methods = [m for m in METHODS if any(key[0] == m for key in results)]
   rows, titles = [], []
   for c in CONDITIONS:
     if not any(cond == c for _, cond in results):
       continue
     for i in indices:
       row = [data[c][i]]
-      row += [samples[(m, c)][i] if (m, c) in samples else None for m in METHODS]
+      row += [samples[(m, c)][i] if (m, c) in samples else None for m in methods]
       rows.append(row + [data['image'][i]])
       titles.append(f'{NAMES[c]}\n#{i} {data["patient_id"][i]}\n'
                     f'{float(data["angle_deg"][i]):.0f} deg')
   visualize.save_grid(path, rows, row_titles=titles,
-                      col_titles=['condition'] + [NAMES[m] for m in METHODS] +
+                      col_titles=['condition'] + [NAMES[m] for m in methods] +
                       ['ground truth'])
   return indices
 

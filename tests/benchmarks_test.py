@@ -216,6 +216,6 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   ref, fast = curve['rows']
   assert curve['checkpoint_step'] == 2 and ref['seconds'] is None
   assert fast['psnr'] == pytest.approx(zero_psnr, abs=1e-4) and fast['psnr_gap_db'] == 0
-  got = json.load(open(os.path.join(wd, 'eval_samplers', 'step_2', 'contour_bone', 'pc-2',
-                                    'metrics.json'), encoding='utf-8'))
-  assert got['checkpoint_step'] == 2
+  with open(os.path.join(wd, 'eval_samplers', 'step_2', 'contour_bone', 'pc-2',
+                         'metrics.json'), encoding='utf-8') as f:
+    assert json.load(f)['checkpoint_step'] == 2

@@ -1,5 +1,6 @@
-"""Input pipeline: epochs are permutations, the stream resumes at any step, and the
-tfds path yields per-host {'image', 'cond'} batches resized by area averaging."""
+"""Input pipeline: epochs are permutations, the stream resumes at any step, the tfds path
+yields per-host {'image', 'cond'} batches resized by area averaging, and load_split keeps
+every n-th view of each patient."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -110,6 +110,20 @@ def test_report(tmp_path, data_dir, monkeypatch):
     assert np.asarray(im.convert('L')).std() > 10
 
 
+def test_fig3_has_no_column_for_a_method_without_results(tmp_path, data_dir, monkeypatch):
+  wd, made = fake_workdir(tmp_path, 'ctm_cb', 'ctm', ['contour_bone'], data_dir, 3)
+  grids = []
+  monkeypatch.setattr(visualize, 'save_grid',
+                      lambda path, rows, **kw: grids.append((rows, kw['col_titles'])))
+  report.save_fig3(report.collect([wd]), str(tmp_path / 'fig3.png'), num_images=2)
+  (rows, titles), = grids
+  assert titles == ['condition', 'CTM', 'ground truth']
+  samples = made[('ctm', 'contour_bone')][1]
+  assert [len(r) for r in rows] == [3, 3]
+  for r, i in zip(rows, (0, N - 1)):
+    np.testing.assert_array_equal(r[1], samples[i])
+
+
 def test_clear_errors(tmp_path, data_dir):
   with pytest.raises(FileNotFoundError, match='--mode=eval'):
     report.collect([str(tmp_path)])
