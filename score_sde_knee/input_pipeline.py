@@ -201,6 +201,8 @@ def _read(builder: tfds.core.DatasetBuilder, split: str,
           config: ml_collections.ConfigDict) -> tf.data.Dataset:
   """One pass over `split` in file order, mapped to {'image', 'cond'}."""
   read_config = tfds.ReadConfig(options=_options())
+  # Caught, not checked up front with is_prepared() as load_split does: under
+  # tfds.testing.mock_data (the tests) a data set is served without being prepared.
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
   except AssertionError as e:
