@@ -7,7 +7,8 @@ A diffusion model draws one plausible image per mask; an L1-trained U-Net return
 the median of what the mask allows. PSNR and MAE reward the centre of the posterior, so
 where a mask leaves much of the image open (contour only: the bones), a perfect sampler
 scores below a perfect regressor. This script measures that on the run's eval subset
-(its saved config.eval): K samples per image with seeds seed, seed+1, ..., the mean PSNR
+(its saved config.eval): K samples per image with seeds S, S+1, ... (S: --first_seed,
+default the run's config seed), the mean PSNR
 of single samples, the PSNR of the average of the first k samples (k = 1..K), and the
 spread of the draws (`spread`: is a single draw's error all posterior spread?). With
 --reference, the reference run's own `--mode=eval` metrics are put beside them.
@@ -82,17 +83,18 @@ def ideal_gain_db(k: int) -> float:
 
 def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
         condition: str | None = None, reference_psnr: str | None = None,
-        step: int | None = None) -> dict:
+        step: int | None = None, first_seed: int | None = None) -> dict:
   base = run_config.load(workdir)
+  seeds = [int(base.seed if first_seed is None else first_seed) + s for s in range(k)]
   if condition:
     base.eval.condition = condition
   condition = evaluate.eval_condition(base)
   config = sampler_curve.configure(base, setting)
   tag = sampler_curve.setting_dir(setting)
   draws, per_seed = [], []
-  for s in range(k):
-    config.seed = int(base.seed) + s
-    print(f'== {workdir} {condition} {setting} seed {config.seed} ({s + 1}/{k})',
+  for s, seed in enumerate(seeds):
+    config.seed = seed
+    print(f'== {workdir} {condition} {setting} seed {seed} ({s + 1}/{k})',
           file=sys.stderr, flush=True)
     d = os.path.join(evaluate.output_dir(workdir, condition, step, root='eval_posterior'),
                      tag, f'seed_{config.seed}')
@@ -107,7 +109,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   result = {
       'workdir': workdir, 'method': base.method, 'condition': condition,
       'checkpoint_step': got['checkpoint_step'], 'setting': setting,
-      'n_images': int(len(images)), 'k': k,
+      'n_images': int(len(images)), 'k': k, 'seeds': seeds,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
       'average_of_k': curve,
@@ -217,6 +219,8 @@ def main() -> None:
                  help='instead of --reference: LABEL=PSNR, a figure recorded elsewhere')
   p.add_argument('--step', type=int, default=None,
                  help='draw from this kept checkpoint instead of the newest')
+  p.add_argument('--first_seed', type=int, default=None,
+                 help="seeds first_seed..first_seed+k-1 (default: the run's config seed)")
   p.add_argument('--out', default='benchmarks/posterior_mean')
   p.add_argument('--summarize', nargs='+', default=None, metavar='JSON',
                  help="instead of sampling: this script's JSON files -> one table "
@@ -234,7 +238,7 @@ def main() -> None:
   if not a.workdir:
     p.error('--workdir is required (or --summarize JSON files)')
   print(json.dumps(run(a.workdir, a.k, a.setting, a.reference, a.out, a.condition,
-                       a.reference_psnr, a.step), indent=1))
+                       a.reference_psnr, a.step, a.first_seed), indent=1))
 
 
 if __name__ == '__main__':

@@ -201,11 +201,11 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   x = np.stack([t['image'] for t in tfds.as_numpy(ds)]).astype(np.float64)
   zero_psnr = np.mean(-10 * np.log10(np.mean(x**2, axis=(1, 2, 3))))  # a zero image's
 
-  got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2)
-  assert got['checkpoint_step'] == 2
+  got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2, first_seed=7)
+  assert got['checkpoint_step'] == 2 and got['seeds'] == [7]
   assert got['single_sample_psnr_mean'] == pytest.approx(zero_psnr, abs=1e-4)
   assert os.path.exists(os.path.join(wd, 'eval_posterior', 'step_2', 'contour_bone', 'pc-2',
-                                     'seed_42', 'metrics.json'))
+                                     'seed_7', 'metrics.json'))
   assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2.json')
   assert not os.path.exists(os.path.join(wd, 'eval'))  # no evaluation of its own written
 
