@@ -17,6 +17,9 @@ Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/
 `evaluate.evaluate(out_dir=...)`, so an interrupted run resumes. Prints one JSON object and
 writes out/posterior_<method>_<condition>.json and .png. --step=S draws from the kept
 checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_stepS.*).
+--split=validation draws on that split's eval subset instead (folders
+eval_posterior_validation/..., files *_validation.*): a check, on images no setting was
+chosen on, of a sampler tuned on the test subset.
 `--summarize A.json B.json ...` puts several such files (settings of one run) in one table
 and plot, mean +- standard error over seeds by NFE.
 """
@@ -83,11 +86,21 @@ def ideal_gain_db(k: int) -> float:
 
 def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
         condition: str | None = None, reference_psnr: str | None = None,
-        step: int | None = None, first_seed: int | None = None) -> dict:
+        step: int | None = None, first_seed: int | None = None,
+        split: str | None = None) -> dict:
   base = run_config.load(workdir)
   seeds = [int(base.seed if first_seed is None else first_seed) + s for s in range(k)]
   if condition:
     base.eval.condition = condition
+  # Another split than the run's eval split (e.g. validation, to check a sampler tuned on
+  # the test subset on unseen images) gets its own folders: the batch cache is per split.
+  other_split = split is not None and split != base.eval.split
+  if other_split:
+    if reference:
+      raise ValueError(f'--reference is a run\'s own evaluation of {base.eval.split!r}, '
+                       f'not of --split={split!r}: draw the reference with --setting pc:500.')
+    base.eval.split = split
+  root = 'eval_posterior' + (f'_{split}' if other_split else '')
   condition = evaluate.eval_condition(base)
   config = sampler_curve.configure(base, setting)
   tag = sampler_curve.setting_dir(setting)
@@ -96,7 +109,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     config.seed = seed
     print(f'== {workdir} {condition} {setting} seed {seed} ({s + 1}/{k})',
           file=sys.stderr, flush=True)
-    d = os.path.join(evaluate.output_dir(workdir, condition, step, root='eval_posterior'),
+    d = os.path.join(evaluate.output_dir(workdir, condition, step, root=root),
                      tag, f'seed_{config.seed}')
     got = evaluate.evaluate(config, workdir, out_dir=d, step=step)
     by_index = report.load_samples(os.path.join(d, 'samples.npz'))
@@ -109,7 +122,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   result = {
       'workdir': workdir, 'method': base.method, 'condition': condition,
       'checkpoint_step': got['checkpoint_step'], 'setting': setting,
-      'n_images': int(len(images)), 'k': k, 'seeds': seeds,
+      'split': config.eval.split, 'n_images': int(len(images)), 'k': k, 'seeds': seeds,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
       'average_of_k': curve,
@@ -129,7 +142,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
                            'psnr': float(value), 'mae': None}
   os.makedirs(out, exist_ok=True)
   stem = os.path.join(out, f'posterior_{base.method}_{condition}'
-                      + ('' if step is None else f'_step{step}'))
+                      + ('' if step is None else f'_step{step}')
+                      + (f'_{split}' if other_split else ''))
   files.write_json(stem + '.json', result)
   plot(result, stem + '.png')
   return result
@@ -161,7 +175,10 @@ def summarize(paths: list[str]) -> list[dict]:
   Rows (sorted by NFE, then mean): setting, nfe, seeds, per-seed PSNR, mean, std over seeds
   (ddof 1) and its standard error, and the draws' pixel variance across seeds (None if not
   recorded): a sampler can gain single-draw PSNR by spreading its draws less than the
-  posterior does, which this shows.
+  posterior does, which this shows. Where a `pc:500` file of the same run, condition,
+  checkpoint and split drew the same seeds, each row also gets the paired gap to it: mean and std
+  (ddof 1) over seeds of the per-seed PSNR differences. Seeds are shared, so a seed that is
+  hard for one sampler is hard for all; pairing removes that from the gap's noise.
   """
   rows = []
   for path in paths:
@@ -172,10 +189,22 @@ def summarize(paths: list[str]) -> list[dict]:
     std = float(psnr.std(ddof=1)) if len(psnr) > 1 else float('nan')
     rows.append({'setting': r['setting'], 'nfe': fast_sampling.nfe(config),
                  'method': r['method'], 'condition': r['condition'],
-                 'n_images': r['n_images'], 'seeds': len(psnr),
+                 'n_images': r['n_images'], 'split': r.get('split', 'test'),
+                 'seeds': len(psnr),
                  'psnr_per_seed': psnr.tolist(), 'psnr_mean': float(psnr.mean()),
                  'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr)),
-                 'draw_variance': r.get('spread', {}).get('var_draws')})
+                 'draw_variance': (r.get('spread') or {}).get('var_draws'),
+                 '_pair': (r['workdir'], r['condition'], r.get('checkpoint_step'),
+                           r.get('split', 'test'),
+                           tuple(r['seeds']) if r.get('seeds') else None)})
+  refs = {row['_pair']: row for row in rows
+          if row['setting'] == 'pc:500' and row['_pair'][4] is not None}
+  for row in rows:
+    ref = refs.get(row.pop('_pair'))
+    if ref is not None and row is not ref:
+      d = np.subtract(row['psnr_per_seed'], ref['psnr_per_seed'])
+      row['gap_paired_mean'] = float(d.mean())
+      row['gap_paired_std'] = float(d.std(ddof=1)) if len(d) > 1 else float('nan')
   rows.sort(key=lambda r: (r['nfe'], r['psnr_mean']))
   return rows
 
@@ -200,7 +229,8 @@ def plot_summary(rows: list[dict], path: str) -> None:
   ax.invert_yaxis()
   ax.set_xlabel('PSNR of one draw (dB): mean over seeds ± s.e.')
   r0 = rows[0]
-  ax.set_title(f"{r0['method'].upper()} · {r0['condition']}, {r0['n_images']} test images",
+  ax.set_title(f"{r0['method'].upper()} · {r0['condition']}, "
+               f"{r0['n_images']} {r0['split']} images",
                fontsize=9)
   if ref is not None:
     ax.legend(fontsize=7, loc='best')
@@ -221,6 +251,8 @@ def main() -> None:
                  help='draw from this kept checkpoint instead of the newest')
   p.add_argument('--first_seed', type=int, default=None,
                  help="seeds first_seed..first_seed+k-1 (default: the run's config seed)")
+  p.add_argument('--split', default=None,
+                 help="draw on this split's eval subset instead of the run's (e.g. validation)")
   p.add_argument('--out', default='benchmarks/posterior_mean')
   p.add_argument('--summarize', nargs='+', default=None, metavar='JSON',
                  help="instead of sampling: this script's JSON files -> one table "
@@ -238,7 +270,7 @@ def main() -> None:
   if not a.workdir:
     p.error('--workdir is required (or --summarize JSON files)')
   print(json.dumps(run(a.workdir, a.k, a.setting, a.reference, a.out, a.condition,
-                       a.reference_psnr, a.step, a.first_seed), indent=1))
+                       a.reference_psnr, a.step, a.first_seed, a.split), indent=1))
 
 
 if __name__ == '__main__':

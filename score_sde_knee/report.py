@@ -46,7 +46,12 @@ Results = dict[tuple[str, str], dict[str, Any]]
 
 
 def collect(workdirs: list[str]) -> Results:
-  """{(method, condition): metrics} from the workdirs; '_workdir' is added to each."""
+  """{(method, condition): metrics} from the workdirs.
+
+  '_workdir' and '_dir' (the folder of that metrics.json, which holds its samples.npz)
+  are added to each, so the samples are found where the metrics were, not by a second
+  guess at evaluate's layout.
+  """
   results: Results = {}
   for wd in workdirs:
     paths = sorted(glob.glob(os.path.join(wd, 'eval', '*', 'metrics.json')))
@@ -64,7 +69,7 @@ def collect(workdirs: list[str]) -> Results:
       if key in results:
         raise ValueError(f'Two results for {key}: {results[key]["_workdir"]} and {wd}; pass '
                          'one workdir per method and condition.')
-      results[key] = {**m, '_workdir': wd}
+      results[key] = {**m, '_workdir': wd, '_dir': os.path.dirname(path)}
   _check_same_data(results)
   return results
 
@@ -192,7 +197,7 @@ def save_fig3(results: Results, path: str, *, num_images: int = 3,
   if data_dir:
     config.data.data_dir = data_dir
   data = input_pipeline.load_split(config, any_m['split'], max(indices) + 1)
-  samples = {key: _samples_by_index(m, key) for key, m in results.items()}
+  samples = {key: _samples_by_index(m) for key, m in results.items()}
   methods = [m for m in METHODS if any(key[0] == m for key in results)]
   rows, titles = [], []
   for c in CONDITIONS:
@@ -210,8 +215,8 @@ def save_fig3(results: Results, path: str, *, num_images: int = 3,
   return indices
 
 
-def _samples_by_index(m: dict[str, Any], key: tuple[str, str]) -> dict[int, np.ndarray]:
-  path = os.path.join(m['_workdir'], 'eval', key[1], 'samples.npz')
+def _samples_by_index(m: dict[str, Any]) -> dict[int, np.ndarray]:
+  path = os.path.join(m['_dir'], 'samples.npz')
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} is missing: rerun python main.py --mode=eval '
                             f'--workdir={m["_workdir"]}.')

@@ -161,7 +161,35 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   assert ref['psnr_std'] == pytest.approx(np.std([31.0, 31.7, 32.5, 32.3], ddof=1))
   assert ref['psnr_sem'] == pytest.approx(ref['psnr_std'] / 2)
   assert [r['draw_variance'] for r in rows] == [None, 3e-4, 4e-4]
+  assert not any('gap_paired_mean' in r for r in rows)  # no seeds recorded: nothing to pair
   assert os.path.getsize(png) > 1000
+
+
+def test_summarize_pairs_gaps_on_shared_seeds_only(tmp_path):
+  wd = str(tmp_path / 'run')
+  run_config.save(ctm.get_config('contour,cpu'), wd)
+  ref = [29.64, 30.12, 30.03, 29.39]
+  fast = [29.44, 30.29, 29.10, 29.38]
+  paths = []
+  for setting, psnr, seeds, step in (('pc:500', ref, [43, 44, 45, 46], 8000),
+                                     ('pc:25:pred=ancestral', fast, [43, 44, 45, 46], 8000),
+                                     ('pc:50:pred=ancestral', fast, [44, 45, 46, 47], 8000),
+                                     ('pc:100:pred=ancestral', fast, [43, 44, 45, 46], 4000)):
+    paths.append(str(tmp_path / f'{len(paths)}.json'))
+    files.write_json(paths[-1], {'workdir': wd, 'setting': setting, 'method': 'ctm',
+                                 'condition': 'contour', 'n_images': 30, 'seeds': seeds,
+                                 'checkpoint_step': step, 'spread': None,
+                                 'single_sample_psnr_per_seed': psnr})
+  rows = {r['setting']: r for r in posterior_mean.summarize(paths)}
+  got = rows['pc:25:pred=ancestral']
+  assert got['split'] == 'test'  # files written before 'split' was recorded: the test split
+  diffs = [f - r for f, r in zip(fast, ref)]  # -0.20, +0.17, -0.93, -0.01
+  assert got['gap_paired_mean'] == pytest.approx(sum(diffs) / 4)
+  assert got['gap_paired_std'] == pytest.approx(np.std(diffs, ddof=1))
+  # Other seeds, or another checkpoint: not paired; the reference is not paired with itself.
+  for setting in ('pc:50:pred=ancestral', 'pc:100:pred=ancestral', 'pc:500'):
+    assert 'gap_paired_mean' not in rows[setting]
+    assert rows[setting]['draw_variance'] is None
 
 
 def test_xla_cpu_flags_alternates_variants_and_reports_median_ratios(monkeypatch, capsys):
@@ -208,6 +236,22 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
                                      'seed_7', 'metrics.json'))
   assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2.json')
   assert not os.path.exists(os.path.join(wd, 'eval'))  # no evaluation of its own written
+
+  # Another split: its own folders and file, the zero image scored on that split's images.
+  val = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
+      split='validation', shuffle_files=False)
+  v = np.stack([t['image'] for t in tfds.as_numpy(val)]).astype(np.float64)
+  got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2, first_seed=7,
+                           split='validation')
+  assert got['split'] == 'validation' and got['n_images'] == len(v)
+  assert got['single_sample_psnr_mean'] == pytest.approx(
+      np.mean(-10 * np.log10(np.mean(v**2, axis=(1, 2, 3)))), abs=1e-4)
+  assert abs(got['single_sample_psnr_mean'] - zero_psnr) > 1e-3  # other images indeed
+  assert os.path.exists(os.path.join(wd, 'eval_posterior_validation', 'step_2',
+                                     'contour_bone', 'pc-2', 'seed_7', 'metrics.json'))
+  assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2_validation.json')
+  with pytest.raises(ValueError, match="--reference is a run's own evaluation of 'test'"):
+    posterior_mean.run(wd, 1, 'pc:2', wd, str(tmp_path / 'pm'), step=2, split='validation')
 
   with pytest.raises(FileNotFoundError, match=r'step_2.*--condition=contour_bone --step=2 '):
     sampler_curve.run([wd], ['pc:2'], str(tmp_path / 'curve'), grid_images=0, step=2)
