@@ -180,7 +180,7 @@ def summarize(paths: list[str]) -> list[dict]:
   (ddof 1) over seeds of the per-seed PSNR differences. Seeds are shared, so a seed that is
   hard for one sampler is hard for all; pairing removes that from the gap's noise.
   """
-  rows = []
+  rows, pair_keys = [], []
   for path in paths:
     with open(path, encoding='utf-8') as f:
       r = json.load(f)
@@ -189,18 +189,18 @@ def summarize(paths: list[str]) -> list[dict]:
     std = float(psnr.std(ddof=1)) if len(psnr) > 1 else float('nan')
     rows.append({'setting': r['setting'], 'nfe': fast_sampling.nfe(config),
                  'method': r['method'], 'condition': r['condition'],
-                 'n_images': r['n_images'], 'split': r.get('split', 'test'),
+                 'n_images': r['n_images'], 'split': r.get('split', 'test'),  # older files
                  'seeds': len(psnr),
                  'psnr_per_seed': psnr.tolist(), 'psnr_mean': float(psnr.mean()),
                  'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr)),
-                 'draw_variance': (r.get('spread') or {}).get('var_draws'),
-                 '_pair': (r['workdir'], r['condition'], r.get('checkpoint_step'),
-                           r.get('split', 'test'),
-                           tuple(r['seeds']) if r.get('seeds') else None)})
-  refs = {row['_pair']: row for row in rows
-          if row['setting'] == 'pc:500' and row['_pair'][4] is not None}
-  for row in rows:
-    ref = refs.get(row.pop('_pair'))
+                 'draw_variance': (r.get('spread') or {}).get('var_draws')})
+    # Unpaired (None) where a file does not record its seeds.
+    pair_keys.append((r['workdir'], r['condition'], r.get('checkpoint_step'),
+                      rows[-1]['split'], tuple(r['seeds'])) if r.get('seeds') else None)
+  refs = {key: row for key, row in zip(pair_keys, rows)
+          if key is not None and row['setting'] == 'pc:500'}
+  for key, row in zip(pair_keys, rows):
+    ref = refs.get(key) if key is not None else None
     if ref is not None and row is not ref:
       d = np.subtract(row['psnr_per_seed'], ref['psnr_per_seed'])
       row['gap_paired_mean'] = float(d.mean())
