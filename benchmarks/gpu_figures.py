@@ -1,0 +1,311 @@
+"""Paper-scale figures on one accelerator, in one prepared run; prints one JSON object.
+
+    python -m benchmarks.gpu_figures --out DIR                  # paper scale, a GPU job
+    python -m benchmarks.gpu_figures --scale cpu --run_train_s 60 --phantoms 3 --out DIR
+
+Issue 6 item 5 and issue 5 item 3, sized to fit a 15-minute device lease with time to
+rerun (the device command is in benchmarks/RESULTS.md, "GPU: the prepared run"):
+  peaks    measured float32 and bfloat16 matmul throughput (n x n, median of repeats): the
+           denominators of the utilisation figures.
+  train    one CTM update (config --scale, batch --batch), float32 and bfloat16 compute:
+           compile time, median s per update, images/s, XLA's FLOP count of the update and
+           model FLOP utilisation (achieved FLOP/s over the measured bfloat16 peak).
+  sampler  one PC step (reverse-diffusion predictor + one Langevin corrector: two network
+           evaluations) on --sample_batch images: images/s at N = 500, and the time of one
+           Table I column (330 images), at N = 500 and with the 49-NFE momentum setting.
+  run      a short training run on phantom data made in memory at the config's size
+           (--phantoms phantoms x 60 views, phantom.make_phantom + drr.scan_volume; the last
+           phantom held out), float32, warm-up shortened to --warmup updates, for
+           --run_train_s seconds after its compile; then --grid held-out views sampled with
+           the 49-NFE setting: PSNR / MAE against their DRRs, and out/gpu_run_grid.png.
+Compile times are reported beside each figure: on a GPU they, not the timed calls, take
+most of the run. The JSON is rewritten after each part, so a run cut short keeps them.
+Peak device memory is the process's peak so far, read after each part (None on a CPU).
+Needs no TensorFlow, TFDS, clu or orbax: on the lent GPU machine only ml_collections is
+missing. Loss and progress go to stderr as the run goes.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+if not __package__:  # Run as a script: make the repository importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import ml_collections
+import numpy as np
+
+from configs import default  # pylint: disable=g-import-not-at-top
+from score_sde_knee import drr
+from score_sde_knee import fast_sampling
+from score_sde_knee import files
+from score_sde_knee import geometry as geometry_lib
+from score_sde_knee import metrics
+from score_sde_knee import model_utils
+from score_sde_knee import parallel
+from score_sde_knee import phantom
+from score_sde_knee import sampling
+from score_sde_knee import train_state as ts
+from score_sde_knee import visualize
+from score_sde_knee import xla_cpu
+
+COLUMN_IMAGES = 330   # One Table I column: the paper's test split.
+# The 49-NFE setting recommended for CTM (README, benchmarks/RESULTS.md sessions 8 and 13).
+FAST = {'predictor': 'ancestral', 'n_steps_each': 2, 'snr': 0.5, 'precond': 2.5,
+        'precond_width': 4.0, 't_jump': 0.65, 'momentum': 0.8}
+FAST_N = 17
+PARTS = ('peaks', 'train', 'sampler', 'run')
+
+
+def _log(msg: str) -> None:
+  print(f'[gpu_figures {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get('flops', 0.0))
+
+
+def _peak_bytes() -> int | None:
+  return (jax.local_devices()[0].memory_stats() or {}).get('peak_bytes_in_use')
+
+
+def matmul_peaks(n: int, repeats: int) -> dict[str, float]:
+  """GFLOP/s of an n x n matmul per dtype, with XLA's FLOP count beside 2 n^3."""
+  out = {}
+  for dtype in ('float32', 'bfloat16'):
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    compiled = jax.jit(lambda x: x @ x).lower(a).compile()
+    jax.block_until_ready(compiled(a))
+    sec = _median_seconds(lambda: compiled(a), repeats)
+    out[dtype] = 2 * n**3 / sec / 1e9
+    out[f'{dtype}_xla_flops'] = _flops(compiled)
+  return out
+
+
+def config_for(scale: str, batch: int | None):
+  config = default.get_config(scale, method='ctm')
+  config.condition = 'contour_bone'
+  if batch:
+    config.training.batch_size = batch
+  return config
+
+
+def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dict:
+  """Per compute dtype: compile, then the median over repeats of `steps` updates."""
+  rng = np.random.default_rng(0)
+  b, s = config.training.batch_size, config.data.image_size
+  batch = parallel.global_batch_from_local(
+      {'image': rng.random((b, s, s, 1), dtype=np.float32),
+       'cond': (rng.integers(0, 3, (b, s, s, 1)) / 2).astype(np.float32)}, mesh)
+  out = {}
+  for dtype in ('float32', 'bfloat16'):
+    c = _copy(config)
+    c.training.compute_dtype = dtype
+    model = model_utils.create_model(c)
+    state = ts.init_train_state(c, model, mesh)
+    t0 = time.perf_counter()
+    compiled = ts.make_train_step(c, model, mesh).lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    holder = [state]
+
+    def run():
+      for _ in range(steps):
+        holder[0], m = compiled(holder[0], batch)
+      return m['loss']
+    jax.block_until_ready(run())  # Warm-up.
+    sec = _median_seconds(run, repeats) / steps
+    flops = _flops(compiled)
+    out[dtype] = {'compile_s': round(compile_s, 2), 'step_s': sec,
+                  'images_per_s': b / sec, 'gflop_per_update': flops / 1e9,
+                  'mfu_vs_bf16_peak': flops / sec / 1e9 / bf16_peak,
+                  'peak_device_bytes': _peak_bytes()}
+    _log(f'train {dtype}: {sec * 1e3:.1f} ms per update, {b / sec:.1f} images/s')
+    out['num_params'] = model_utils.count_params(holder[0].params)
+    del holder, state
+  return out
+
+
+def bench_sampler(config, mesh, batch: int, repeats: int) -> dict:
+  """One PC step (2 network evaluations) on `batch` images; Table I column times."""
+  model = model_utils.create_model(config)
+  sde = ts.make_sde(config)
+  params = ts.init_train_state(config, model, mesh).ema_params
+  score = model_utils.get_score_fn(model, sde, 'ctm')
+  p = config.sampling
+
+  def pc_step(params, x, cond, key):
+    return sampling.pc_sample(lambda x, t, c: score(params, x, t, c), sde, x, cond, key,
+                              t_start=0.5, eps=float(p.eps), n_steps=1, snr=float(p.snr),
+                              n_corrector=1, order=str(p.order))
+  s = config.data.image_size
+  dat = parallel.data_sharding(mesh)
+  x = jax.device_put(jax.random.normal(jax.random.key(1), (batch, s, s, 1)) * 10.0, dat)
+  cond = jax.device_put(jax.numpy.full((batch, s, s, 1), 0.5), dat)
+  key = jax.random.key(2)
+  t0 = time.perf_counter()
+  compiled = jax.jit(pc_step).lower(params, x, cond, key).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(params, x, cond, key))
+  sec = _median_seconds(lambda: compiled(params, x, cond, key), repeats)
+  n = int(config.sde.num_scales)
+  column_s = math.ceil(COLUMN_IMAGES / batch) * n * sec
+  fast_nfe = fast_sampling.nfe(_fast_config(config))
+  _log(f'PC step at batch {batch}: {sec * 1e3:.1f} ms; a Table I column ~{column_s / 60:.1f} min')
+  return {'batch': batch, 'compile_s': round(compile_s, 2), 'pc_step_s': sec,
+          'network_evals_per_s': 2 * batch / sec, 'images_per_s_at_N': batch / (n * sec),
+          'N': n, 'column_images': COLUMN_IMAGES, 'column_s_at_N': column_s,
+          'fast_nfe': fast_nfe, 'column_s_fast_estimate': column_s * fast_nfe / (2 * n - 1),
+          'peak_device_bytes': _peak_bytes()}
+
+
+def _copy(config) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(config.to_dict())
+
+
+def _fast_config(config):
+  c = _copy(config)
+  c.sde.num_scales = FAST_N
+  c.sampling.update(FAST)
+  return c
+
+
+def phantom_views(num: int, size: int, views: int = 60) -> dict[str, np.ndarray]:
+  """(num * views, size, size, 1) DRRs and contour+bone masks of phantoms 0..num-1."""
+  spacing = 1.0 if size >= 256 else 128.0 / size  # As phantom_256 (1 mm), phantom_64 (2 mm).
+  geometry = geometry_lib.ConeBeamGeometry().with_detector(size)
+  angles = np.arange(views, dtype=np.float32) * (360.0 / views)
+  image, cond = [], []
+  for i in range(num):
+    p = phantom.make_phantom(i, spacing_mm=spacing)
+    scan = drr.scan_volume(p.hu, p.spacing_mm, geometry, angles)
+    image.append(scan.image)
+    cond.append(scan.contour_bone)
+    _log(f'phantom {i + 1}/{num} scanned')
+  return {'image': np.concatenate(image)[..., None].astype(np.float32),
+          'cond': np.concatenate(cond)[..., None].astype(np.float32)}
+
+
+def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s: float,
+              warmup: int, grid: int, out: str) -> dict:
+  """Trains for `train_s` seconds (at least one update), then samples `grid` held-out views."""
+  c = _copy(config)
+  c.optim.warmup = warmup
+  model = model_utils.create_model(c)
+  state = ts.init_train_state(c, model, mesh)
+  n_train = len(data['image']) - held_out
+  rng = np.random.default_rng(0)
+  b = c.training.batch_size
+
+  def batch():
+    idx = rng.integers(0, n_train, b)
+    return parallel.global_batch_from_local({k: v[idx] for k, v in data.items()}, mesh)
+
+  t0 = time.perf_counter()
+  step_fn = ts.make_train_step(c, model, mesh).lower(state, batch()).compile()
+  train_compile_s = time.perf_counter() - t0
+
+  fast = _fast_config(c)
+  fast_sde = ts.make_sde(fast)
+  score = model_utils.get_score_fn(model, fast_sde, 'ctm')
+  sample = jax.jit(lambda params, cond, key: sampling.get_sampler(
+      fast, score_fn=lambda x, t, cc: score(params, x, t, cc), sde=fast_sde)(cond, key))
+  test = slice(n_train, n_train + held_out, max(held_out // grid, 1))
+  cond = jax.numpy.asarray(data['cond'][test][:grid])
+  t0 = time.perf_counter()
+  compiled_sample = sample.lower(state.ema_params, cond, jax.random.key(0)).compile()
+  sample_compile_s = time.perf_counter() - t0
+  losses, step, t_start = [], 0, time.perf_counter()
+  while time.perf_counter() < t_start + train_s or step == 0:
+    state, m = step_fn(state, batch())
+    step += 1
+    if step % 25 == 0:
+      losses.append((step, float(m['loss'])))
+      el = time.perf_counter() - t_start
+      _log(f'run step {step}: loss {losses[-1][1]:.3f}, {b * step / el:.1f} images/s, '
+           f'{max(t_start + train_s - time.perf_counter(), 0):.0f} s of training left')
+  jax.block_until_ready(state)
+  train_s = time.perf_counter() - t_start
+  t0 = time.perf_counter()
+  samples = np.asarray(compiled_sample(state.ema_params, cond, jax.random.key(0)))
+  sampled_s = time.perf_counter() - t0
+  truth = data['image'][test][:grid]
+  rows = [[np.asarray(cond[i]), samples[i], truth[i]] for i in range(len(samples))]
+  png = os.path.join(out, 'gpu_run_grid.png')
+  visualize.save_grid(png, rows, col_titles=['contour+bone mask', 'sample (49 NFE)', 'DRR'])
+  return {'steps': step, 'train_compile_s': train_compile_s, 'train_s': train_s, 'images_per_s': b * step / train_s,
+          'warmup': warmup, 'lr': float(c.optim.lr), 'loss_every_25': losses,
+          'sample_compile_s': sample_compile_s, 'sample_s': sampled_s,
+          'samples': len(samples), 'psnr': float(metrics.psnr(samples, truth).mean()),
+          'mae': float(metrics.mae(samples, truth).mean()), 'grid_png': png,
+          'peak_device_bytes': _peak_bytes()}
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--scale', default='paper', choices=default.SCALES)
+  p.add_argument('--batch', type=int, default=16, help='train batch (paper: 16)')
+  p.add_argument('--sample_batch', type=int, default=66, help='images per PC call')
+  p.add_argument('--steps', type=int, default=5, help='updates per timed call')
+  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--matmul_n', type=int, default=8192)
+  p.add_argument('--phantoms', type=int, default=8, help='for the short run; last held out')
+  p.add_argument('--warmup', type=int, default=100, help='the short run lr warm-up')
+  p.add_argument('--grid', type=int, default=4, help='held-out views sampled')
+  p.add_argument('--run_train_s', type=float, default=150.0,
+                 help='training seconds of the short run (after its compile)')
+  p.add_argument('--parts', default=','.join(PARTS))
+  p.add_argument('--out', required=True)
+  a = p.parse_args(argv)
+  start = time.perf_counter()
+  parts = set(a.parts.split(','))
+  if parts - set(PARTS):
+    raise SystemExit(f'--parts: unknown part(s) {sorted(parts - set(PARTS))}; '
+                     f'expected a comma-separated subset of {",".join(PARTS)}')
+  os.makedirs(a.out, exist_ok=True)
+  xla_cpu.configure()
+  mesh = parallel.make_mesh()
+  config = config_for(a.scale, a.batch)
+  result = {'device': jax.devices()[0].device_kind, 'backend': jax.default_backend(),
+            'num_devices': jax.device_count(), 'jax': jax.__version__, 'scale': a.scale,
+            'image_size': config.data.image_size, 'batch': config.training.batch_size}
+  save = lambda: files.write_json(os.path.join(a.out, 'gpu_figures.json'), result)
+  peak = None
+  if 'peaks' in parts:
+    result['matmul_gflop_per_s'] = matmul_peaks(a.matmul_n, a.repeats)
+    peak = result['matmul_gflop_per_s']['bfloat16']
+    save()
+  if 'train' in parts:
+    result['train'] = bench_train(config, mesh, a.steps, a.repeats, peak or float('nan'))
+    save()
+  if 'sampler' in parts:
+    result['sampler'] = bench_sampler(config, mesh, a.sample_batch, a.repeats)
+    save()
+  if 'run' in parts:
+    views = 60
+    data = phantom_views(a.phantoms, config.data.image_size, views)
+    result['run'] = short_run(config, mesh, data, views, a.run_train_s, a.warmup, a.grid,
+                              a.out)
+    save()
+  result['wall_s'] = time.perf_counter() - start
+  save()
+  print(json.dumps(result, indent=1))
+  return result
+
+
+if __name__ == '__main__':
+  main()
