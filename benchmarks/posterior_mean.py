@@ -45,6 +45,12 @@ from score_sde_knee import visualize
 from score_sde_knee import xla_cpu
 
 
+# evaluate's other per-seed means, kept beside PSNR: a sampler that matches N = 500 in PSNR
+# can still differ in structure (SSIM) or in where it puts bone (Dice of the samples'
+# bright region against the projected CT bone).
+OTHER_METRICS = ('mae', 'ssim', 'dice_bone')
+
+
 def average_curve(samples: np.ndarray, images: np.ndarray) -> dict[str, list[float]]:
   """PSNR / MAE (mean over images) of the average of the first k samples, k = 1..K.
 
@@ -105,6 +111,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   config = sampler_curve.configure(base, setting)
   tag = sampler_curve.setting_dir(setting)
   draws, per_seed = [], []
+  others = {m: [] for m in OTHER_METRICS}
   for s, seed in enumerate(seeds):
     config.seed = seed
     print(f'== {workdir} {condition} {setting} seed {seed} ({s + 1}/{k})',
@@ -115,6 +122,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     by_index = report.load_samples(os.path.join(d, 'samples.npz'))
     draws.append(np.stack([by_index[i] for i in sorted(by_index)]).astype(np.float64))
     per_seed.append(got['psnr_mean'])
+    for m in OTHER_METRICS:
+      others[m].append(got.get(f'{m}_mean'))
   data = input_pipeline.load_split(config, config.eval.split, int(config.eval.num_images))
   images = data['image'].astype(np.float64)
   samples = np.stack(draws)
@@ -125,6 +134,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
       'split': config.eval.split, 'n_images': int(len(images)), 'k': k, 'seeds': seeds,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
+      'single_sample_means_per_seed': others,
       'average_of_k': curve,
       'ideal_average_of_k_psnr': [curve['psnr'][0] + ideal_gain_db(i) for i in curve['k']],
       'spread': spread(samples, images) if k > 1 else None,
@@ -164,9 +174,17 @@ def plot(result: dict, path: str) -> None:
     ax.axhline(r['psnr'], color='r', ls='--', label=f"{r['method']}: {r['psnr']:.2f} dB")
   ax.set_xlabel('samples averaged, k')
   ax.set_ylabel('PSNR (dB)')
-  ax.set_title(f"{result['condition']}, n = {result['n_images']} test images")
+  ax.set_title(f"{result['condition']}, n = {result['n_images']} "
+               f"{result.get('split', 'test')} images")
   ax.legend(fontsize=7)
   visualize.save_figure(fig, path, dpi=120)
+
+
+def _mean(values: list | None) -> float | None:
+  """Mean over seeds; None where a file predates the field or the metric does not apply."""
+  if not values or any(v is None for v in values):
+    return None
+  return float(np.mean(values))
 
 
 def summarize(paths: list[str]) -> list[dict]:
@@ -175,7 +193,8 @@ def summarize(paths: list[str]) -> list[dict]:
   Rows (sorted by NFE, then mean): setting, nfe, seeds, per-seed PSNR, mean, std over seeds
   (ddof 1) and its standard error, and the draws' pixel variance across seeds (None if not
   recorded): a sampler can gain single-draw PSNR by spreading its draws less than the
-  posterior does, which this shows. Where a `pc:500` file of the same run, condition,
+  posterior does, which this shows; and the means over seeds of OTHER_METRICS (None where
+  not recorded). Where a `pc:500` file of the same run, condition,
   checkpoint and split drew the same seeds, each row also gets the paired gap to it: mean and std
   (ddof 1) over seeds of the per-seed PSNR differences. Seeds are shared, so a seed that is
   hard for one sampler is hard for all; pairing removes that from the gap's noise.
@@ -193,7 +212,9 @@ def summarize(paths: list[str]) -> list[dict]:
                  'seeds': len(psnr),
                  'psnr_per_seed': psnr.tolist(), 'psnr_mean': float(psnr.mean()),
                  'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr)),
-                 'draw_variance': (r.get('spread') or {}).get('var_draws')})
+                 'draw_variance': (r.get('spread') or {}).get('var_draws'),
+                 **{f'{m}_mean': _mean(r.get('single_sample_means_per_seed', {}).get(m))
+                    for m in OTHER_METRICS}})
     # Unpaired (None) where a file does not record its seeds.
     pair_keys.append((r['workdir'], r['condition'], r.get('checkpoint_step'),
                       rows[-1]['split'], tuple(r['seeds'])) if r.get('seeds') else None)

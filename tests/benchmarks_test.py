@@ -143,13 +143,18 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   wd = str(tmp_path / 'run')
   run_config.save(ctm.get_config('contour_bone,cpu'), wd)
   paths = []
+  others = {'pc:500': {'mae': [0.02, 0.03, 0.025, 0.021], 'ssim': [0.9] * 4,
+                       'dice_bone': [0.8, 0.7, 0.8, 0.7]},
+            'pc:100:snr=0.8': {'mae': [0.02] * 3, 'dice_bone': [0.8, None, 0.8]}}
   for setting, psnr, spread in (('pc:500', [31.0, 31.7, 32.5, 32.3], {'var_draws': 4e-4}),
                                 ('pc:25:pred=ancestral,nc=2', [30.4, 29.7], {}),
                                 ('pc:100:snr=0.8', [31.2, 31.3, 32.0], {'var_draws': 3e-4})):
     paths.append(str(tmp_path / f'{len(paths)}.json'))
-    files.write_json(paths[-1], {'workdir': wd, 'setting': setting, 'method': 'ctm',
-                                 'condition': 'contour_bone', 'n_images': 16,
-                                 'single_sample_psnr_per_seed': psnr, 'spread': spread})
+    r = {'workdir': wd, 'setting': setting, 'method': 'ctm', 'condition': 'contour_bone',
+         'n_images': 16, 'single_sample_psnr_per_seed': psnr, 'spread': spread}
+    if setting in others:  # The second file predates the other metrics.
+      r['single_sample_means_per_seed'] = others[setting]
+    files.write_json(paths[-1], r)
   png = str(tmp_path / 'seeds.png')
   rows = posterior_mean.summarize(paths)
   posterior_mean.plot_summary(rows, png)
@@ -161,6 +166,11 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   assert ref['psnr_std'] == pytest.approx(np.std([31.0, 31.7, 32.5, 32.3], ddof=1))
   assert ref['psnr_sem'] == pytest.approx(ref['psnr_std'] / 2)
   assert [r['draw_variance'] for r in rows] == [None, 3e-4, 4e-4]
+  assert ref['mae_mean'] == pytest.approx(0.024) and ref['dice_bone_mean'] == pytest.approx(0.75)
+  assert ref['ssim_mean'] == pytest.approx(0.9)
+  assert [rows[1]['mae_mean'], rows[1]['ssim_mean'], rows[1]['dice_bone_mean']] == [
+      pytest.approx(0.02), None, None]  # Missing, or missing for one seed: no mean.
+  assert rows[0]['mae_mean'] is None
   assert not any('gap_paired_mean' in r for r in rows)  # no seeds recorded: nothing to pair
   assert os.path.getsize(png) > 1000
 
@@ -232,6 +242,10 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2, first_seed=7)
   assert got['checkpoint_step'] == 2 and got['seeds'] == [7]
   assert got['single_sample_psnr_mean'] == pytest.approx(zero_psnr, abs=1e-4)
+  # A zero image's MAE is the images' mean; its SSIM and bone Dice are kept per seed too.
+  per_seed = got['single_sample_means_per_seed']
+  assert per_seed['mae'] == [pytest.approx(x.mean(), abs=1e-6)]
+  assert len(per_seed['ssim']) == len(per_seed['dice_bone']) == 1
   assert os.path.exists(os.path.join(wd, 'eval_posterior', 'step_2', 'contour_bone', 'pc-2',
                                      'seed_7', 'metrics.json'))
   assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2.json')
