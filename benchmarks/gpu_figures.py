@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -39,7 +38,12 @@ import jax  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from benchmarks import train as train_bench  # pylint: disable=g-import-not-at-top
+from benchmarks import train_options
+from benchmarks import train_peers
+from benchmarks.drr_peers import time_calls
+from configs import default
+from score_sde_knee import demo
 from score_sde_knee import drr
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
@@ -54,10 +58,6 @@ from score_sde_knee import visualize
 from score_sde_knee import xla_cpu
 
 COLUMN_IMAGES = 330   # One Table I column: the paper's test split.
-# The 49-NFE setting recommended for CTM (README, benchmarks/RESULTS.md sessions 8 and 13).
-FAST = {'predictor': 'ancestral', 'n_steps_each': 2, 'snr': 0.5, 'precond': 2.5,
-        'precond_width': 4.0, 't_jump': 0.65, 'momentum': 0.8}
-FAST_N = 17
 PARTS = ('peaks', 'train', 'sampler', 'run')
 
 
@@ -65,36 +65,18 @@ def _log(msg: str) -> None:
   print(f'[gpu_figures {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+def _copy(config) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(config.to_dict())
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get('flops', 0.0))
-
-
-def _peak_bytes() -> int | None:
-  return (jax.local_devices()[0].memory_stats() or {}).get('peak_bytes_in_use')
-
-
-def matmul_peaks(n: int, repeats: int) -> dict[str, float]:
-  """GFLOP/s of an n x n matmul per dtype, with XLA's FLOP count beside 2 n^3."""
-  out = {}
-  for dtype in ('float32', 'bfloat16'):
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    compiled = jax.jit(lambda x: x @ x).lower(a).compile()
-    jax.block_until_ready(compiled(a))
-    sec = _median_seconds(lambda: compiled(a), repeats)
-    out[dtype] = 2 * n**3 / sec / 1e9
-    out[f'{dtype}_xla_flops'] = _flops(compiled)
-  return out
+def _fast_config(config) -> ml_collections.ConfigDict:
+  """config with the demo's 49-NFE sampler (the setting README recommends for CTM)."""
+  c = _copy(config)
+  for key, value in demo.DEMO_OVERRIDES.items():
+    section, field = key.split('.')
+    if section in ('sampling', 'sde'):
+      c[section][field] = value
+  return c
 
 
 def config_for(scale: str, batch: int | None):
@@ -107,11 +89,9 @@ def config_for(scale: str, batch: int | None):
 
 def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dict:
   """Per compute dtype: compile, then the median over repeats of `steps` updates."""
-  rng = np.random.default_rng(0)
-  b, s = config.training.batch_size, config.data.image_size
+  b = config.training.batch_size
   batch = parallel.global_batch_from_local(
-      {'image': rng.random((b, s, s, 1), dtype=np.float32),
-       'cond': (rng.integers(0, 3, (b, s, s, 1)) / 2).astype(np.float32)}, mesh)
+      train_bench._batch(config, np.random.default_rng(0)), mesh)  # pylint: disable=protected-access
   out = {}
   for dtype in ('float32', 'bfloat16'):
     c = _copy(config)
@@ -126,42 +106,29 @@ def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dic
     def run():
       for _ in range(steps):
         holder[0], m = compiled(holder[0], batch)
-      return m['loss']
-    jax.block_until_ready(run())  # Warm-up.
-    sec = _median_seconds(run, repeats) / steps
-    flops = _flops(compiled)
+      return float(m['loss'])  # Waits for the last update.
+    sec = time_calls(run, repeats)[0]['seconds'] / steps  # After one warm-up call.
+    flops = float(train_options.xla_cost(compiled).get('flops', 0.0))
     out[dtype] = {'compile_s': round(compile_s, 2), 'step_s': sec,
                   'images_per_s': b / sec, 'gflop_per_update': flops / 1e9,
                   'mfu_vs_bf16_peak': flops / sec / 1e9 / bf16_peak,
-                  'peak_device_bytes': _peak_bytes()}
+                  'peak_device_bytes': train_bench._peak_device_bytes()}  # pylint: disable=protected-access
     _log(f'train {dtype}: {sec * 1e3:.1f} ms per update, {b / sec:.1f} images/s')
     out['num_params'] = model_utils.count_params(holder[0].params)
     del holder, state
   return out
 
 
-def bench_sampler(config, mesh, batch: int, repeats: int) -> dict:
-  """One PC step (2 network evaluations) on `batch` images; Table I column times."""
-  model = model_utils.create_model(config)
-  sde = ts.make_sde(config)
-  params = ts.init_train_state(config, model, mesh).ema_params
-  score = model_utils.get_score_fn(model, sde, 'ctm')
-  p = config.sampling
-
-  def pc_step(params, x, cond, key):
-    return sampling.pc_sample(lambda x, t, c: score(params, x, t, c), sde, x, cond, key,
-                              t_start=0.5, eps=float(p.eps), n_steps=1, snr=float(p.snr),
-                              n_corrector=1, order=str(p.order))
-  s = config.data.image_size
-  dat = parallel.data_sharding(mesh)
-  x = jax.device_put(jax.random.normal(jax.random.key(1), (batch, s, s, 1)) * 10.0, dat)
-  cond = jax.device_put(jax.numpy.full((batch, s, s, 1), 0.5), dat)
-  key = jax.random.key(2)
-  t0 = time.perf_counter()
-  compiled = jax.jit(pc_step).lower(params, x, cond, key).compile()
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(params, x, cond, key))
-  sec = _median_seconds(lambda: compiled(params, x, cond, key), repeats)
+def bench_sampler(config, batch: int, repeats: int) -> dict:
+  """One PC step (2 network evaluations; train_peers' timed step) on `batch` images, and
+  from it the Table I column times."""
+  c = _copy(config)
+  c.training.batch_size = batch
+  rng = np.random.default_rng(0)
+  data = train_bench._batch(c, rng)  # pylint: disable=protected-access
+  data['noise'] = rng.standard_normal(data['image'].shape, dtype=np.float32)
+  pc = train_peers.bench_ours(c, ['pc'], repeats, data)['pc']
+  sec, compile_s = pc['seconds'], pc['compile_seconds']
   n = int(config.sde.num_scales)
   column_s = math.ceil(COLUMN_IMAGES / batch) * n * sec
   fast_nfe = fast_sampling.nfe(_fast_config(config))
@@ -170,18 +137,7 @@ def bench_sampler(config, mesh, batch: int, repeats: int) -> dict:
           'network_evals_per_s': 2 * batch / sec, 'images_per_s_at_N': batch / (n * sec),
           'N': n, 'column_images': COLUMN_IMAGES, 'column_s_at_N': column_s,
           'fast_nfe': fast_nfe, 'column_s_fast_estimate': column_s * fast_nfe / (2 * n - 1),
-          'peak_device_bytes': _peak_bytes()}
-
-
-def _copy(config) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(config.to_dict())
-
-
-def _fast_config(config):
-  c = _copy(config)
-  c.sde.num_scales = FAST_N
-  c.sampling.update(FAST)
-  return c
+          'peak_device_bytes': train_bench._peak_device_bytes()}  # pylint: disable=protected-access
 
 
 def phantom_views(num: int, size: int, views: int = 60) -> dict[str, np.ndarray]:
@@ -219,6 +175,8 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
   step_fn = ts.make_train_step(c, model, mesh).lower(state, batch()).compile()
   train_compile_s = time.perf_counter() - t0
 
+  # evaluate.make_sample_fn builds the same function but imports TensorFlow, which the
+  # device lacks.
   fast = _fast_config(c)
   fast_sde = ts.make_sde(fast)
   score = model_utils.get_score_fn(model, fast_sde, 'ctm')
@@ -252,7 +210,7 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
           'sample_compile_s': sample_compile_s, 'sample_s': sampled_s,
           'samples': len(samples), 'psnr': float(metrics.psnr(samples, truth).mean()),
           'mae': float(metrics.mae(samples, truth).mean()), 'grid_png': png,
-          'peak_device_bytes': _peak_bytes()}
+          'peak_device_bytes': train_bench._peak_device_bytes()}  # pylint: disable=protected-access
 
 
 def main(argv=None) -> dict:
@@ -286,14 +244,15 @@ def main(argv=None) -> dict:
   save = lambda: files.write_json(os.path.join(a.out, 'gpu_figures.json'), result)
   peak = None
   if 'peaks' in parts:
-    result['matmul_gflop_per_s'] = matmul_peaks(a.matmul_n, a.repeats)
+    result['matmul_gflop_per_s'] = {d: train_options.matmul_peak(d, a.matmul_n, a.repeats)
+                                    for d in ('float32', 'bfloat16')}
     peak = result['matmul_gflop_per_s']['bfloat16']
     save()
   if 'train' in parts:
     result['train'] = bench_train(config, mesh, a.steps, a.repeats, peak or float('nan'))
     save()
   if 'sampler' in parts:
-    result['sampler'] = bench_sampler(config, mesh, a.sample_batch, a.repeats)
+    result['sampler'] = bench_sampler(config, a.sample_batch, a.repeats)
     save()
   if 'run' in parts:
     views = 60

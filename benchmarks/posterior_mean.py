@@ -194,9 +194,9 @@ def summarize(paths: list[str]) -> list[dict]:
   (ddof 1) and its standard error, and the draws' pixel variance across seeds (None if not
   recorded): a sampler can gain single-draw PSNR by spreading its draws less than the
   posterior does, which this shows; and the means over seeds of OTHER_METRICS (None where
-  not recorded). Where a `pc:500` file of the same run, condition,
-  checkpoint and split drew the same seeds, each row also gets the paired gap to it: mean and std
-  (ddof 1) over seeds of the per-seed PSNR differences. Seeds are shared, so a seed that is
+  not recorded). Where a `pc:500` file of the same run, condition, checkpoint and split
+  drew the same seeds, each row also gets the paired gap to it: mean and std (ddof 1) over
+  seeds of the per-seed PSNR differences. Seeds are shared, so a seed that is
   hard for one sampler is hard for all; pairing removes that from the gap's noise.
   """
   rows, pair_keys = [], []

@@ -103,6 +103,12 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
   return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def xla_cost(compiled) -> dict:
+  """XLA's cost analysis of a compiled function ('flops': a multiply-add counts 2)."""
+  cost = compiled.cost_analysis()
+  return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+
+
 def profile(scale: str, method: str, repeats: int, batch: int | None) -> dict:
   """Where a step's time goes: forward, forward + backward, the whole update; XLA's FLOP
   count of each, and the achieved GFLOP/s against the measured float32 matmul peak."""
@@ -126,8 +132,7 @@ def profile(scale: str, method: str, repeats: int, batch: int | None) -> dict:
   for name, fn in parts.items():
     args = (state, batch_) if name.startswith('whole') else (state.params, batch_)
     compiled = fn.lower(*args).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    cost = xla_cost(compiled)
     jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):

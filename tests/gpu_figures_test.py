@@ -3,19 +3,21 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from benchmarks import gpu_figures
+from benchmarks import train_options
 
 
-def test_matmul_peak_flop_count_is_two_n_cubed():
-  # The utilisation figures divide XLA's FLOP counts by these peaks: both must count a
-  # multiply-add as two FLOPs.
+def test_xla_flop_count_of_a_matmul_is_two_n_cubed():
+  # Utilisation divides XLA's FLOP count of an update by the matmul peak, which
+  # train_options.matmul_peak computes as 2 n^3 / s: both must count a multiply-add as two.
   n = 48
-  peaks = gpu_figures.matmul_peaks(n, repeats=2)
-  assert peaks['float32_xla_flops'] == 2 * n**3
-  assert peaks['float32'] > 0 and peaks['bfloat16'] > 0
+  a = jax.numpy.ones((n, n), jax.numpy.float32)
+  compiled = jax.jit(lambda x: x @ x).lower(a).compile()
+  assert train_options.xla_cost(compiled)['flops'] == 2 * n**3
 
 
 def test_phantom_views_are_normalised_drrs_with_three_level_masks():
@@ -45,6 +47,7 @@ def test_whole_run_at_test_scale_writes_consistent_json_and_grid(tmp_path):
   assert s['N'] == 4  # The test preset's num_scales.
   assert s['column_s_at_N'] == pytest.approx(math.ceil(330 / 4) * 4 * s['pc_step_s'])
   assert s['fast_nfe'] == 17 + 16 * 2  # Ancestral predictor at 17 levels, 2 corrector steps.
+  assert r['matmul_gflop_per_s']['float32'] > 0 and peak > 0
   run = r['run']
   assert run['steps'] >= 1 and run['samples'] == 2  # No training time: one update still.
   assert math.isfinite(run['psnr']) and 0 < run['mae'] < 1
