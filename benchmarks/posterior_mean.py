@@ -131,7 +131,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   result = {
       'workdir': workdir, 'method': base.method, 'condition': condition,
       'checkpoint_step': got['checkpoint_step'], 'setting': setting,
-      'split': config.eval.split, 'n_images': int(len(images)), 'k': k, 'seeds': seeds,
+      'nfe': fast_sampling.nfe(config), 'split': config.eval.split, 'n_images': int(len(images)), 'k': k, 'seeds': seeds,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
       'single_sample_means_per_seed': others,
@@ -203,10 +203,12 @@ def summarize(paths: list[str]) -> list[dict]:
   for path in paths:
     with open(path, encoding='utf-8') as f:
       r = json.load(f)
-    config = sampler_curve.configure(run_config.load(r['workdir']), r['setting'])
+    # Stored since session 15, so a summary survives its workdir; older files read the run.
+    nfe = r.get('nfe') or fast_sampling.nfe(
+        sampler_curve.configure(run_config.load(r['workdir']), r['setting']))
     psnr = np.asarray(r['single_sample_psnr_per_seed'], np.float64)
     std = float(psnr.std(ddof=1)) if len(psnr) > 1 else float('nan')
-    rows.append({'setting': r['setting'], 'nfe': fast_sampling.nfe(config),
+    rows.append({'setting': r['setting'], 'nfe': nfe,
                  'method': r['method'], 'condition': r['condition'],
                  'n_images': r['n_images'], 'split': r.get('split', 'test'),  # older files
                  'seeds': len(psnr),

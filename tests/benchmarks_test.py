@@ -158,6 +158,12 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   png = str(tmp_path / 'seeds.png')
   rows = posterior_mean.summarize(paths)
   posterior_mean.plot_summary(rows, png)
+  # A file that stores its NFE is summarized without its workdir (lost runs keep summaries).
+  paths.append(str(tmp_path / 'stored.json'))
+  files.write_json(paths[-1], {'workdir': str(tmp_path / 'gone'), 'setting': 'pc:17', 'nfe': 49,
+                               'method': 'ctm', 'condition': 'contour_bone', 'n_images': 16,
+                               'single_sample_psnr_per_seed': [31.0, 31.5], 'spread': {}})
+  assert [r['nfe'] for r in posterior_mean.summarize(paths)] == [49, 73, 199, 999]
   # NFE = N + (N - 1) n_corrector (predictor first): 25 + 24 * 2, 100 + 99, 500 + 499.
   assert [(r['setting'], r['nfe']) for r in rows] == [
       ('pc:25:pred=ancestral,nc=2', 73), ('pc:100:snr=0.8', 199), ('pc:500', 999)]
@@ -241,6 +247,7 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
 
   got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2, first_seed=7)
   assert got['checkpoint_step'] == 2 and got['seeds'] == [7]
+  assert got['nfe'] == 1  # a U-Net is one forward pass, whatever the sampler setting
   assert got['single_sample_psnr_mean'] == pytest.approx(zero_psnr, abs=1e-4)
   # A zero image's MAE is the images' mean; its SSIM and bone Dice are kept per seed too.
   per_seed = got['single_sample_means_per_seed']
