@@ -131,7 +131,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   result = {
       'workdir': workdir, 'method': base.method, 'condition': condition,
       'checkpoint_step': got['checkpoint_step'], 'setting': setting,
-      'nfe': fast_sampling.nfe(config), 'split': config.eval.split, 'n_images': int(len(images)), 'k': k, 'seeds': seeds,
+      'nfe': fast_sampling.nfe(config), 'split': config.eval.split,
+      'n_images': int(len(images)), 'k': k, 'seeds': seeds,
       'single_sample_psnr_per_seed': per_seed,
       'single_sample_psnr_mean': float(np.mean(per_seed)),
       'single_sample_means_per_seed': others,
@@ -203,8 +204,8 @@ def summarize(paths: list[str]) -> list[dict]:
   for path in paths:
     with open(path, encoding='utf-8') as f:
       r = json.load(f)
-    # Stored since session 15, so a summary survives its workdir; older files read the run.
-    nfe = r.get('nfe') or fast_sampling.nfe(
+    # Stored by run(), so a summary outlives its workdir; older files need the run's config.
+    nfe = r['nfe'] if 'nfe' in r else fast_sampling.nfe(
         sampler_curve.configure(run_config.load(r['workdir']), r['setting']))
     psnr = np.asarray(r['single_sample_psnr_per_seed'], np.float64)
     std = float(psnr.std(ddof=1)) if len(psnr) > 1 else float('nan')
@@ -239,8 +240,8 @@ def plot_summary(rows: list[dict], path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   labels = [f"{r['setting']} ({r['nfe']} NFE, {r['seeds']} seeds)" for r in rows]
-  # Room for the setting strings (~0.06 in per character at 7 pt) beside a 4 in axis.
-  # A fixed 1.6 in beside the rows leaves room for the two-line title and the x label.
+  # Width: the setting strings (~0.06 in per character at 7 pt) beside a 4 in axis;
+  # height: 0.3 in per row plus 1.6 in for the two-line title and the x label.
   fig, ax = plt.subplots(figsize=(4.0 + 0.06 * max(map(len, labels)), 1.6 + 0.3 * len(rows)))
   ref = next((r for r in rows if r['setting'] == 'pc:500'), None)
   if ref is not None:
