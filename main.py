@@ -34,6 +34,8 @@ flags.DEFINE_enum('condition', None, ['contour', 'contour_bone'],
 flags.DEFINE_integer('step', None, 'eval: evaluate this checkpoint step instead of the '
                      'newest (results in workdir/eval/step_<step>/).')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
+flags.DEFINE_bool('library_logs', False, 'Show the INFO lines of orbax and TFDS '
+                  '(hidden by default: they bury the progress lines).')
 
 
 def _config():
@@ -44,6 +46,9 @@ def _config():
 def _run(_):
   if FLAGS.step is not None and FLAGS.mode != 'eval':
     raise ValueError(f'--step applies to --mode=eval only, not --mode={FLAGS.mode}.')
+  from score_sde_knee import progress
+  if not FLAGS.library_logs:
+    progress.quiet_library_info()
   # TensorFlow is only the input pipeline: keep it off the GPU so JAX has all its memory.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')

@@ -1,6 +1,12 @@
 """Progress lines with rate and ETA for long jobs (data build, sampling, evaluation)."""
+import logging
+import os
 import sys
 import time
+
+# Libraries whose INFO lines (orbax: ~15 per checkpoint save; TFDS: one per shard written)
+# would bury the progress lines of a run. Their warnings and errors still show.
+CHATTY_LIBRARIES = ('orbax', 'tensorflow_datasets')
 
 
 def format_seconds(s: float) -> str:
@@ -44,3 +50,26 @@ class Progress:
     else:
       tail = f'elapsed {format_seconds(elapsed)}'
     return f'{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {tail}'
+
+
+class _DropLibraryInfo(logging.Filter):
+
+  def __init__(self, libraries: tuple[str, ...]):
+    super().__init__()
+    self._parts = tuple(f'{os.sep}{name}{os.sep}' for name in libraries)
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not any(
+        p in record.pathname for p in self._parts)
+
+
+def quiet_library_info(libraries: tuple[str, ...] = CHATTY_LIBRARIES) -> None:
+  """Drops INFO/DEBUG records logged through absl from inside `libraries`' packages.
+
+  Idempotent. This project's own absl INFO lines (restored step, eval results, training
+  scalars) are kept.
+  """
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  logger = absl_logging.get_absl_logger()
+  if not any(isinstance(f, _DropLibraryInfo) for f in logger.filters):
+    logger.addFilter(_DropLibraryInfo(libraries))

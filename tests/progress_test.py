@@ -1,4 +1,6 @@
 import io
+import logging
+import os
 
 from score_sde_knee import progress
 
@@ -18,3 +20,51 @@ def test_eta_counts_only_this_runs_work(monkeypatch):
   line = out.getvalue().strip()
   assert line.startswith('eval: 60/100 (60%)'), line
   assert 'ETA 40s' in line and '1.00 batch/s' in line
+
+
+def _absl_record(pathname: str, level: int) -> logging.LogRecord:
+  return logging.LogRecord('absl', level, pathname, 1, 'msg', None, None)
+
+
+def test_quiet_library_info_drops_only_library_info(monkeypatch):
+  from absl import logging as absl_logging
+  logger = absl_logging.get_absl_logger()
+  monkeypatch.setattr(logger, 'filters', [])  # restored after the test
+  progress.quiet_library_info()
+  progress.quiet_library_info()  # idempotent: one filter
+  assert len(logger.filters) == 1
+  lib = os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', 'x.py')
+  tfds = os.path.join(os.sep, 'venv', 'site-packages', 'tensorflow_datasets', 'w.py')
+  own = os.path.join(os.sep, 'repo', 'score_sde_knee', 'train.py')
+  assert not logger.filter(_absl_record(lib, logging.INFO))
+  assert not logger.filter(_absl_record(tfds, logging.INFO))
+  assert logger.filter(_absl_record(lib, logging.WARNING))  # warnings still show
+  assert logger.filter(_absl_record(own, logging.INFO))
+  # A package whose name merely starts with 'orbax' is not silenced.
+  other = os.path.join(os.sep, 'venv', 'site-packages', 'orbaxish', 'x.py')
+  assert logger.filter(_absl_record(other, logging.INFO))
+
+
+def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch, capsys):
+  import numpy as np
+  import orbax.checkpoint as ocp
+  from absl import logging as absl_logging
+  logger = absl_logging.get_absl_logger()
+  monkeypatch.setattr(logger, 'filters', [])
+  monkeypatch.setattr(logger, 'level', logging.INFO)
+  records = []
+  handler = logging.Handler(logging.DEBUG)
+  handler.emit = records.append
+  logger.addHandler(handler)
+  try:
+    with ocp.CheckpointManager(tmp_path / 'a') as mngr:
+      mngr.save(0, args=ocp.args.StandardSave({'x': np.zeros(3)}))
+    loud = [r for r in records if r.levelno < logging.WARNING]
+    assert loud, 'orbax logged no INFO lines: this test no longer tests the filter'
+    records.clear()
+    progress.quiet_library_info()
+    with ocp.CheckpointManager(tmp_path / 'b') as mngr:
+      mngr.save(0, args=ocp.args.StandardSave({'x': np.zeros(3)}))
+    assert [r for r in records if r.levelno < logging.WARNING] == []
+  finally:
+    logger.removeHandler(handler)
