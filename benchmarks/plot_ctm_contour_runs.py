@@ -1,0 +1,128 @@
+"""The CTM contour runs against training steps, redrawn from the result files in git.
+
+    python -m benchmarks.plot_ctm_contour_runs --out docs/ctm_contour_two_runs_16000_cpu.png
+
+Left: per run, the ancestral PC-25 four-draw mean and the average of those four draws at
+each checkpoint, the PC N = 500 draws (light) and their mean ± std, next to the U-Net
+contour band (four runs). Right: each run's validation DSM loss. Every figure comes from
+benchmarks/results/ (sessions 11-16), so the plot can be remade after the runs are gone.
+Prints the plotted series as JSON.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+if not __package__:  # Run as a script: make the repository importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+RUNS = {43: 'tab:blue', 44: 'tab:red'}
+# The Table I U-Net contour run (seed 42, step 2000) predates result files: its PSNR is the
+# Table I row of RESULTS.md. The other three U-Net runs are read from their files.
+UNET_TABLE1_PSNR = 30.75
+UNET_FILES = ('eval_unet_contour_4000_cpu.json', 'eval_unet_contour_seed44_cpu.json',
+              'eval_unet_contour_seed45_cpu.json')
+
+
+def _load(results: str, name: str) -> dict:
+  path = os.path.join(results, name)
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f'{path}: result file missing (expected in git under '
+                            'benchmarks/results/).') from None
+
+
+def collect(results: str = RESULTS) -> dict:
+  """The plotted numbers, read from the result files."""
+  unet = [UNET_TABLE1_PSNR] + [_load(results, f)['psnr_mean'] for f in UNET_FILES]
+  out = {'unet_psnr': unet, 'runs': {}}
+  for seed in RUNS:
+    ancestral = []
+    prefix = os.path.join(results, f'posterior_ctm_contour_seed{seed}_')
+    for path in glob.glob(prefix + '*ancestral_cpu.json'):
+      if not re.search(rf'seed{seed}_(\d+_)?ancestral_cpu\.json$', path):
+        continue  # other settings (ancestral50, snr08, ...)
+      r = _load(results, os.path.basename(path))
+      if r['setting'] != 'pc:25:pred=ancestral':
+        continue
+      k4 = r['average_of_k']['k'].index(4)
+      ancestral.append((r['checkpoint_step'], r['single_sample_psnr_mean'],
+                        r['average_of_k']['psnr'][k4]))
+    pc500 = {}
+    for path in glob.glob(prefix + '*_pc500_cpu.json'):
+      r = _load(results, os.path.basename(path))
+      if r.get('split', 'test') == 'test' and r['k'] >= 4:
+        pc500[r['checkpoint_step']] = r['single_sample_psnr_per_seed']
+    # Single draws at the Table I checkpoint (and seed 43's step 4000), from --mode=eval.
+    single = {2000: _load(results, f'eval_ctm_contour_seed{seed}_pc500_cpu.json')['psnr_mean']}
+    if seed == 43:
+      single[4000] = _load(results, 'eval_ctm_contour_seed43_4000_pc500_cpu.json')['psnr_mean']
+    curve = _load(results, f'training_curve_ctm_contour_seed{seed}_'
+                  f'{16000 if seed == 44 else 8000}_cpu.json')
+    (eval_loss,) = [v['eval_loss'] for v in curve.values()]
+    out['runs'][seed] = {'ancestral': sorted(ancestral), 'pc500_draws': dict(sorted(pc500.items())),
+                         'pc500_single': single, 'eval_loss': eval_loss}
+  return out
+
+
+def plot(series: dict, out: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 5.2))
+  unet = np.asarray(series['unet_psnr'])
+  # std with ddof=1 over runs and over draws, as RESULTS.md quotes them (30.54 ± 0.36).
+  ax.axhspan(unet.mean() - unet.std(ddof=1), unet.mean() + unet.std(ddof=1), color='0.85',
+             zorder=0,
+             label=f'U-Net, {len(unet)} runs: mean ± std')
+  ax.axhline(unet.mean(), color='0.4', ls=':', lw=1)
+  for seed, run in series['runs'].items():
+    c = RUNS[seed]
+    steps, single, avg = zip(*run['ancestral'])
+    ax.plot(steps, single, 'o-', color=c, label=f'seed {seed}: ancestral PC-25, four-draw mean')
+    ax.plot(steps, avg, 's--', color=c, mfc='white', label=f'seed {seed}: average of the 4 draws')
+    for i, (step, draws) in enumerate(run['pc500_draws'].items()):
+      x = step + (150 if seed == 44 else -150)  # two runs at one step: side by side
+      ax.plot([x] * len(draws), draws, 'D', color=c, alpha=0.35, ms=5)
+      label = f'seed {seed}: PC N = 500, four draws (light) and mean ± std'
+      ax.errorbar(x, np.mean(draws), yerr=np.std(draws, ddof=1), fmt='D', color=c, ms=8,
+                  capsize=3, label=label if i == 0 else None)
+    s_steps, s_psnr = zip(*sorted(run['pc500_single'].items()))
+    ax.plot(s_steps, s_psnr, 'D', color=c, ms=6, mfc='white', mew=1.5,
+            label=f'seed {seed}: PC N = 500, one draw')
+    e_steps, e_loss = zip(*run['eval_loss'])
+    ax_loss.plot(e_steps, e_loss, '.-', color=c, label=f'seed {seed}')
+  ax.set(xlabel='training step', ylabel='PSNR (dB), 30 test images',
+         title='CTM contour, two training runs: PSNR')
+  ax.grid(alpha=0.3)
+  # Below the axes: inside, nine entries cover the low draws (session 16's figure did).
+  ax.legend(fontsize=7, ncol=2, loc='upper center', bbox_to_anchor=(0.5, -0.16))
+  ax_loss.set(xlabel='training step', ylabel='validation DSM loss (two batches)',
+              title='validation loss (compare shapes, not levels)',
+              ylim=(15, 45), xticks=range(0, 16001, 4000))
+  ax_loss.grid(alpha=0.3)
+  ax_loss.legend(fontsize=8)
+  visualize.save_figure(fig, out)
+  return fig
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--results', default=RESULTS, help='folder of the result files')
+  p.add_argument('--out', required=True, help='PNG to write')
+  args = p.parse_args(argv)
+  series = collect(args.results)
+  plot(series, args.out)
+  print(json.dumps(series, indent=1, default=str))
+
+
+if __name__ == '__main__':
+  main()
