@@ -51,7 +51,8 @@ def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch, ca
   from absl import logging as absl_logging
   logger = absl_logging.get_absl_logger()
   monkeypatch.setattr(logger, 'filters', [])
-  monkeypatch.setattr(logger, 'level', logging.INFO)
+  level = logger.level
+  logger.setLevel(logging.INFO)  # setLevel, not an attribute: it clears isEnabledFor's cache
   records = []
   handler = logging.Handler(logging.DEBUG)
   handler.emit = records.append
@@ -68,3 +69,4 @@ def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch, ca
     assert [r for r in records if r.levelno < logging.WARNING] == []
   finally:
     logger.removeHandler(handler)
+    logger.setLevel(level)
