@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-# Libraries whose INFO lines (orbax: ~15 per checkpoint save; TFDS: one per shard written)
+# Libraries whose INFO lines (orbax: ~40 per checkpoint save; TFDS: one per shard written)
 # would bury the progress lines of a run. Their warnings and errors still show.
 CHATTY_LIBRARIES = ('orbax', 'tensorflow_datasets')
 
