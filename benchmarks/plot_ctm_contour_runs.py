@@ -21,7 +21,8 @@ if not __package__:  # Run as a script: make the repository importable.
 from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-RUNS = {43: 'tab:blue', 44: 'tab:red'}
+# seed -> (colour, last step of its training-curve file).
+RUNS = {43: ('tab:blue', 8000), 44: ('tab:red', 16000)}
 # The Table I U-Net contour run (seed 42, step 2000) predates result files: its PSNR is the
 # Table I row of RESULTS.md. The other three U-Net runs are read from their files.
 UNET_TABLE1_PSNR = 30.75
@@ -29,8 +30,7 @@ UNET_FILES = ('eval_unet_contour_4000_cpu.json', 'eval_unet_contour_seed44_cpu.j
               'eval_unet_contour_seed45_cpu.json')
 
 
-def _load(results: str, name: str) -> dict:
-  path = os.path.join(results, name)
+def _load(path: str) -> dict:
   try:
     with open(path, encoding='utf-8') as f:
       return json.load(f)
@@ -41,15 +41,16 @@ def _load(results: str, name: str) -> dict:
 
 def collect(results: str = RESULTS) -> dict:
   """The plotted numbers, read from the result files."""
-  unet = [UNET_TABLE1_PSNR] + [_load(results, f)['psnr_mean'] for f in UNET_FILES]
+  at = lambda name: _load(os.path.join(results, name))
+  unet = [UNET_TABLE1_PSNR] + [at(f)['psnr_mean'] for f in UNET_FILES]
   out = {'unet_psnr': unet, 'runs': {}}
-  for seed in RUNS:
+  for seed, (_, last_step) in RUNS.items():
     ancestral = []
     prefix = os.path.join(results, f'posterior_ctm_contour_seed{seed}_')
     for path in glob.glob(prefix + '*ancestral_cpu.json'):
       if not re.search(rf'seed{seed}_(\d+_)?ancestral_cpu\.json$', path):
         continue  # other settings (ancestral50, snr08, ...)
-      r = _load(results, os.path.basename(path))
+      r = _load(path)
       if r['setting'] != 'pc:25:pred=ancestral':
         continue
       k4 = r['average_of_k']['k'].index(4)
@@ -57,15 +58,14 @@ def collect(results: str = RESULTS) -> dict:
                         r['average_of_k']['psnr'][k4]))
     pc500 = {}
     for path in glob.glob(prefix + '*_pc500_cpu.json'):
-      r = _load(results, os.path.basename(path))
+      r = _load(path)
       if r.get('split', 'test') == 'test' and r['k'] >= 4:
         pc500[r['checkpoint_step']] = r['single_sample_psnr_per_seed']
     # Single draws at the Table I checkpoint (and seed 43's step 4000), from --mode=eval.
-    single = {2000: _load(results, f'eval_ctm_contour_seed{seed}_pc500_cpu.json')['psnr_mean']}
+    single = {2000: at(f'eval_ctm_contour_seed{seed}_pc500_cpu.json')['psnr_mean']}
     if seed == 43:
-      single[4000] = _load(results, 'eval_ctm_contour_seed43_4000_pc500_cpu.json')['psnr_mean']
-    curve = _load(results, f'training_curve_ctm_contour_seed{seed}_'
-                  f'{16000 if seed == 44 else 8000}_cpu.json')
+      single[4000] = at('eval_ctm_contour_seed43_4000_pc500_cpu.json')['psnr_mean']
+    curve = at(f'training_curve_ctm_contour_seed{seed}_{last_step}_cpu.json')
     (eval_loss,) = [v['eval_loss'] for v in curve.values()]
     out['runs'][seed] = {'ancestral': sorted(ancestral), 'pc500_draws': dict(sorted(pc500.items())),
                          'pc500_single': single, 'eval_loss': eval_loss}
@@ -81,11 +81,10 @@ def plot(series: dict, out: str):
   unet = np.asarray(series['unet_psnr'])
   # std with ddof=1 over runs and over draws, as RESULTS.md quotes them (30.54 ± 0.36).
   ax.axhspan(unet.mean() - unet.std(ddof=1), unet.mean() + unet.std(ddof=1), color='0.85',
-             zorder=0,
-             label=f'U-Net, {len(unet)} runs: mean ± std')
+             zorder=0, label=f'U-Net, {len(unet)} runs: mean ± std')
   ax.axhline(unet.mean(), color='0.4', ls=':', lw=1)
   for seed, run in series['runs'].items():
-    c = RUNS[seed]
+    c = RUNS[seed][0]
     steps, single, avg = zip(*run['ancestral'])
     ax.plot(steps, single, 'o-', color=c, label=f'seed {seed}: ancestral PC-25, four-draw mean')
     ax.plot(steps, avg, 's--', color=c, mfc='white', label=f'seed {seed}: average of the 4 draws')

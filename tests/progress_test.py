@@ -45,7 +45,7 @@ def test_quiet_library_info_drops_only_library_info(monkeypatch):
   assert logger.filter(_absl_record(other, logging.INFO))
 
 
-def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch, capsys):
+def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch):
   import numpy as np
   import orbax.checkpoint as ocp
   from absl import logging as absl_logging
