@@ -21,7 +21,8 @@ checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_s
 eval_posterior_validation/..., files *_validation.*): a check, on images no setting was
 chosen on, of a sampler tuned on the test subset.
 `--summarize A.json B.json ...` puts several such files (settings of one run) in one table
-and plot, mean +- standard error over seeds by NFE.
+and plot, mean +- standard error over seeds by NFE (with --reference_psnr, a dashed line at
+that figure).
 """
 import argparse
 import json
@@ -148,9 +149,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     result['reference'] = {'workdir': reference, 'method': ref_cfg.method,
                            'psnr': ref['psnr_mean'], 'mae': ref['mae_mean']}
   elif reference_psnr:  # a figure from elsewhere, e.g. a run recorded in RESULTS.md
-    label, _, value = reference_psnr.rpartition('=')
-    result['reference'] = {'workdir': None, 'method': label or 'reference',
-                           'psnr': float(value), 'mae': None}
+    label, value = parse_reference_psnr(reference_psnr)
+    result['reference'] = {'workdir': None, 'method': label, 'psnr': value, 'mae': None}
   os.makedirs(out, exist_ok=True)
   stem = os.path.join(out, f'posterior_{base.method}_{condition}'
                       + ('' if step is None else f'_step{step}')
@@ -233,9 +233,11 @@ def summarize(paths: list[str]) -> list[dict]:
   return rows
 
 
-def plot_summary(rows: list[dict], path: str) -> None:
+def plot_summary(rows: list[dict], path: str,
+                 reference: tuple[str, float] | None = None):
   """Forest plot of `summarize` rows: mean +- standard error per setting, with the PC
-  N = 500 row's mean +- 0.5 dB shaded (the fast-sampler goal)."""
+  N = 500 row's mean +- 0.5 dB shaded (the fast-sampler goal) and `reference` (label,
+  PSNR), e.g. a U-Net's figure, as a dashed line. Returns the (closed) figure."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -253,12 +255,30 @@ def plot_summary(rows: list[dict], path: str) -> None:
   ax.invert_yaxis()
   ax.set_xlabel('PSNR of one draw (dB): mean over seeds ± s.e.')
   r0 = rows[0]
-  # The band is named in the title, not a legend: a legend beside two rows covers one.
-  band = '\nshaded: PC N = 500 mean ± 0.5 dB' if ref is not None else ''
-  ax.set_title(f"{r0['method'].upper()} · {r0['condition']}, "
-               f"{r0['n_images']} {r0['split']} images{band}", fontsize=9)
+  # The band and line are named in the title, not a legend: a legend beside two rows
+  # covers one.
+  title = [f"{r0['method'].upper()} · {r0['condition']}, {r0['n_images']} {r0['split']} "
+           'images']
+  if ref is not None:
+    title.append('shaded: PC N = 500 mean ± 0.5 dB')
+  if reference is not None:
+    label, psnr = reference
+    ax.axvline(psnr, color='C3', ls='--')
+    title.append(f'dashed: {label} ({psnr:.2f} dB)')
+  ax.set_title('\n'.join(title), fontsize=9)
   # tight_layout undercounts these long tick labels by a few characters: a wider pad.
   visualize.save_figure(fig, path, dpi=120, pad=3.0)
+  return fig
+
+
+def parse_reference_psnr(text: str) -> tuple[str, float]:
+  """'LABEL=PSNR' -> (label, psnr); the label may itself contain '='."""
+  label, _, value = text.rpartition('=')
+  try:
+    return label or 'reference', float(value)
+  except ValueError:
+    raise ValueError(f'--reference_psnr={text!r}: expected LABEL=PSNR with PSNR a number '
+                     'in dB, e.g. "U-Net=30.54"') from None
 
 
 def main() -> None:
@@ -269,7 +289,8 @@ def main() -> None:
   p.add_argument('--condition', default=None, help='CSM: contour or contour_bone')
   p.add_argument('--reference', default=None, help='a run evaluated with --mode=eval')
   p.add_argument('--reference_psnr', default=None,
-                 help='instead of --reference: LABEL=PSNR, a figure recorded elsewhere')
+                 help='instead of --reference: LABEL=PSNR, a figure recorded elsewhere '
+                      '(with --summarize: a dashed line in the plot)')
   p.add_argument('--step', type=int, default=None,
                  help='draw from this kept checkpoint instead of the newest')
   p.add_argument('--first_seed', type=int, default=None,
@@ -281,11 +302,15 @@ def main() -> None:
                  help="instead of sampling: this script's JSON files -> one table "
                       '(printed) and --out/<method>_<condition>_seeds.png')
   a = p.parse_args()
+  try:
+    reference = parse_reference_psnr(a.reference_psnr) if a.reference_psnr else None
+  except ValueError as e:
+    p.error(str(e))
   if a.summarize:
     rows = summarize(a.summarize)
     os.makedirs(a.out, exist_ok=True)
     plot_summary(rows, os.path.join(a.out, f"{rows[0]['method']}_{rows[0]['condition']}"
-                                    '_seeds.png'))
+                                    '_seeds.png'), reference)
     print(json.dumps(rows, indent=1))
     return
   if a.k < 1:

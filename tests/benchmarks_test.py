@@ -182,6 +182,28 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
   assert [r['nfe'] for r in posterior_mean.summarize(paths)] == [49, 73, 199, 999]
 
 
+def test_summary_plot_draws_the_reference_inside_its_axis(tmp_path):
+  rows = [{'setting': s, 'nfe': 999, 'method': 'ctm', 'condition': 'contour', 'n_images': 30,
+           'split': 'test', 'seeds': 4, 'psnr_mean': m, 'psnr_sem': 0.2}
+          for s, m in (('pc:500', 28.3), ('pc:500:snr=0', 26.7))]
+  label, psnr = posterior_mean.parse_reference_psnr('U-Net, 4 runs=30.54')
+  assert (label, psnr) == ('U-Net, 4 runs', 30.54)
+  fig = posterior_mean.plot_summary(rows, str(tmp_path / 's.png'), (label, psnr))
+  ax, = fig.axes
+  lo, hi = ax.get_xlim()
+  assert lo < 26.5 and hi > 30.54  # the reference is 2.2 dB beyond the rows: still shown
+  assert [tuple(line.get_xdata()) for line in ax.lines if line.get_linestyle() == '--'] == [
+      (30.54, 30.54)]
+  assert 'dashed: U-Net, 4 runs (30.54 dB)' in ax.get_title()
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  canvas = FigureCanvasAgg(fig)  # save_figure closed the figure's own canvas
+  canvas.draw()
+  box = ax.title.get_window_extent(canvas.get_renderer())
+  assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1  # three title lines, none clipped
+  with pytest.raises(ValueError, match="'U-Net=high'.*LABEL=PSNR"):
+    posterior_mean.parse_reference_psnr('U-Net=high')
+
+
 def test_summarize_pairs_gaps_on_shared_seeds_only(tmp_path):
   wd = str(tmp_path / 'run')
   run_config.save(ctm.get_config('contour,cpu'), wd)
