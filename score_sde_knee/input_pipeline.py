@@ -186,10 +186,11 @@ def _every_nth_view(patient_id: np.ndarray, angle_deg: np.ndarray, n: int) -> np
 def _options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
-  # No autotuning thread: deleting an iterator waits for it, and in 3 of 6 CPU demos that
-  # wait left the process idle for ~50 s after training (gdb: ~RootDataset::Iterator
-  # blocked on the thread in Model::OptimizeLoop). The pipeline is not what limits speed
-  # (~1000 batches/s either way against ~1.5 training steps/s; benchmarks/RESULTS.md).
+  # No autotuning thread: deleting an iterator waits for it, and in about half the CPU
+  # demos of sessions 17-18 that wait left the process idle for ~50 s after training
+  # (gdb: ~RootDataset::Iterator blocked on the thread in Model::OptimizeLoop). The
+  # pipeline is not what limits speed (~1000 batches/s either way against ~1.5 training
+  # steps/s; benchmarks/RESULTS.md).
   options.autotune.enabled = False
   return options
 

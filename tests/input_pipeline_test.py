@@ -44,6 +44,16 @@ def test_seed_and_host_change_the_order():
   assert not np.array_equal(a, _stream(10, 2, 0, process_index=1))
 
 
+def test_stream_runs_without_the_autotuner():
+  # Deleting an iterator waits for tf.data's autotuner thread, up to ~1 min (RESULTS.md,
+  # session 18): the streams must not start one.
+  base = tf.data.Dataset.range(8).map(lambda i: {'i': i})
+  ds = input_pipeline.train_stream(base, 8, per_host=2, seed=0, start_step=0)
+  assert ds.options().autotune.enabled is False
+  assert ds.options().deterministic is True
+  assert tf.data.Options().autotune.enabled is not False  # the default would start one
+
+
 def test_empty_shard_is_an_error():
   with pytest.raises(ValueError, match='empty'):
     input_pipeline.train_stream(tf.data.Dataset.range(0), 0, per_host=1, seed=0,
