@@ -92,7 +92,8 @@ def ideal_gain_db(k: int) -> float:
 
 
 def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
-        condition: str | None = None, reference_psnr: str | None = None,
+        condition: str | None = None,
+        reference_psnr: tuple[str, float] | None = None,
         step: int | None = None, first_seed: int | None = None,
         split: str | None = None) -> dict:
   base = run_config.load(workdir)
@@ -148,8 +149,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
       ref = json.load(f)
     result['reference'] = {'workdir': reference, 'method': ref_cfg.method,
                            'psnr': ref['psnr_mean'], 'mae': ref['mae_mean']}
-  elif reference_psnr:  # a figure from elsewhere, e.g. a run recorded in RESULTS.md
-    label, value = parse_reference_psnr(reference_psnr)
+  elif reference_psnr:  # (label, PSNR): a figure from elsewhere, e.g. in RESULTS.md
+    label, value = reference_psnr
     result['reference'] = {'workdir': None, 'method': label, 'psnr': value, 'mae': None}
   os.makedirs(out, exist_ok=True)
   stem = os.path.join(out, f'posterior_{base.method}_{condition}'
@@ -318,7 +319,7 @@ def main() -> None:
   if not a.workdir:
     p.error('--workdir is required (or --summarize JSON files)')
   print(json.dumps(run(a.workdir, a.k, a.setting, a.reference, a.out, a.condition,
-                       a.reference_psnr, a.step, a.first_seed, a.split), indent=1))
+                       reference, a.step, a.first_seed, a.split), indent=1))
 
 
 if __name__ == '__main__':

@@ -220,7 +220,10 @@ def _read(builder: tfds.core.DatasetBuilder, split: str,
         f'{builder.data_dir}. Build it first: '
         f'{build.build_command(builder.builder_config.name, config.data.data_dir)}'
         ) from None
-  return ds.map(_preprocess_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
+  # Options again here, not only through read_config, which TFDS may not apply (its
+  # mock_data does not): every stream built on this read is then deterministic and untuned.
+  return (ds.map(_preprocess_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
+          .with_options(_options()))
 
 
 def _preprocess_fn(config: ml_collections.ConfigDict):

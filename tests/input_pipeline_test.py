@@ -52,6 +52,11 @@ def test_stream_runs_without_the_autotuner():
   assert ds.options().autotune.enabled is False
   assert ds.options().deterministic is True
   assert tf.data.Options().autotune.enabled is not False  # the default would start one
+  # The validation stream starts from the TFDS read, as the training stream does.
+  config = _config()
+  with tfds.testing.mock_data(num_examples=6):
+    read = input_pipeline._read(input_pipeline._builder(config), 'validation', config)
+  assert read.options().autotune.enabled is False
 
 
 def test_empty_shard_is_an_error():
