@@ -34,7 +34,8 @@ flags.DEFINE_enum('condition', None, ['contour', 'contour_bone'],
 flags.DEFINE_integer('step', None, 'eval: evaluate this checkpoint step instead of the '
                      'newest (results in workdir/eval/step_<step>/).')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
-flags.DEFINE_bool('library_logs', False, 'Show the INFO lines of orbax and TFDS '
+flags.DEFINE_bool('library_logs', False, "Show the INFO lines of orbax, TFDS and jax's "
+                  "backend search, and TFDS's warning about its own use of .dtype "
                   '(hidden by default: they bury the progress lines).')
 
 
@@ -63,7 +64,8 @@ def _run(_):
     config.eval.condition = FLAGS.condition
   if FLAGS.mode == 'build':
     from datasets.knee_drr import build
-    build.build(config.data.builder_config, config.data.data_dir or None)
+    from score_sde_knee import run_config
+    build.build(run_config.data_spec(config), config.data.data_dir or None)
   elif FLAGS.mode == 'train':
     from score_sde_knee import train
     train.train_and_evaluate(config, FLAGS.workdir)

@@ -40,6 +40,7 @@ from score_sde_knee import fast_sampling
 from score_sde_knee import files
 from score_sde_knee import input_pipeline
 from score_sde_knee import metrics
+from score_sde_knee import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import visualize
@@ -324,4 +325,5 @@ def main() -> None:
 
 if __name__ == '__main__':
   xla_cpu.configure()  # what main.py runs; before JAX starts
+  progress.quiet_library_info()  # as main.py: TFDS's and jax's noise would bury the progress
   main()

@@ -23,6 +23,7 @@ import time
 import ml_collections
 
 from score_sde_knee import progress
+from score_sde_knee import run_config
 
 # What the demo changes on top of configs/ctm.py:contour_bone,cpu (documented in README).
 DEMO_OVERRIDES = {
@@ -67,8 +68,8 @@ def run_demo(workdir: str, data_dir: str | None = None,
   stage = lambda n, what: print(f'\n=== demo {n}/4: {what} (elapsed '
                                 f'{progress.format_seconds(time.monotonic() - t0)}) ===',
                                 file=sys.stderr, flush=True)
-  stage(1, f'data knee_drr/{config.data.builder_config}')
-  build.build(config.data.builder_config, config.data.data_dir or None)
+  stage(1, f'data knee_drr/{run_config.data_spec(config)}')
+  build.build(run_config.data_spec(config), config.data.data_dir or None)
   stage(2, f'train CTM on {config.condition}, {config.training.num_train_steps} steps')
   train.train_and_evaluate(config, workdir)
   # num_images 0 means the whole labelled subset (every view_stride-th view).

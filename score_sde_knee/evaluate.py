@@ -224,7 +224,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def fingerprint(indices: np.ndarray) -> str:
     return json.dumps({'checkpoint_step': step, 'condition': condition, 'sampler': settings,
-                       'batch_size': batch_size, 'data': config.data.builder_config,
+                       'batch_size': batch_size, 'data': run_config.data_spec(config),
                        'split': e.split, 'image_size': int(config.data.image_size),
                        'view_stride': int(e.view_stride),
                        'indices': indices.tolist()}, sort_keys=True)
@@ -346,7 +346,7 @@ def _summarise(config: ml_collections.ConfigDict, condition: str, step: int,
   summary: dict[str, Any] = {
       'method': config.method, 'condition': condition,
       'trained_condition': config.condition, 'scale': config.scale,
-      'data': f'{config.data.name}/{config.data.builder_config}',
+      'data': f'{config.data.name}/{run_config.data_spec(config)}',
       'image_size': int(config.data.image_size), 'split': config.eval.split,
       'view_stride': int(config.eval.view_stride),
       'n': int(len(per['indices'])), 'checkpoint_step': step, 'sampler': settings,

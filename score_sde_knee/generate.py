@@ -21,6 +21,8 @@ Outputs in `out`, for mask <name> (its file stem, or test_<index>) and sample k:
   <name>_s<k>.npy   float32 (H, W, 1) in [0, 1]
   masks/<name>.npy  the mask the model got, float32 (H, W, 1)
   manifest.json     'settings' and one entry per output (mask, sample, seed, files)
+  overview.png      a look at the outputs: up to 8 masks (evenly spaced, first and last
+                    included), each with up to 4 of its samples
 Sample k of the i-th mask is sample(mask, PRNGKey(seed + i * num_samples + k)), each
 drawn on its own (vmapped; the PC corrector's step size is that sample's own), so an
 output depends on (checkpoint, mask, seed, sampler settings) only, not on its batch.
@@ -49,6 +51,8 @@ from score_sde_knee import files
 from score_sde_knee import input_pipeline
 from score_sde_knee import parallel
 from score_sde_knee import progress
+from score_sde_knee import report
+from score_sde_knee import visualize
 
 MANIFEST = 'manifest.json'
 MASK_SUFFIXES = ('.png', '.npy')
@@ -236,6 +240,9 @@ def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out
       write_manifest()
     bar.update(len(chunk))
   manifest = {'settings': settings, 'outputs': entries}
+  if writer:
+    path = save_overview(out, entries)
+    print(f'{len(entries)} radiographs in {out}; a look at them: {path}', flush=True)
   if tfds_dir and writer:
     manifest['tfds_dir'] = export_tfds(out, tfds_dir)
   return manifest
@@ -247,6 +254,30 @@ def _entry(m: Mask, i: int, k: int, seed: int, num_samples: int) -> dict[str, An
           'seed': int(seed) + i * num_samples + k, 'png': f'{stem}.png',
           'npy': f'{stem}.npy', 'mask_npy': os.path.join('masks', f'{m.name}.npy'),
           'patient_id': m.patient_id, 'angle_deg': m.angle_deg}
+
+
+def overview_rows(out: str, entries: list[dict[str, Any]], max_masks: int = 8,
+                  max_samples: int = 4) -> tuple[list[list[np.ndarray]], list[str]]:
+  """Rows [mask, sample 0, ...] read back from `out`, for evenly spaced masks; row titles."""
+  by_mask: dict[int, list[dict[str, Any]]] = {}
+  for e in entries:
+    by_mask.setdefault(e['mask_index'], []).append(e)
+  rows, titles = [], []
+  for i in report.evenly_spaced(sorted(by_mask), max_masks):
+    es = sorted(by_mask[i], key=lambda e: e['sample'])[:max_samples]
+    rows.append([np.load(os.path.join(out, es[0]['mask_npy']))]
+                + [np.load(os.path.join(out, e['npy'])) for e in es])
+    titles.append(es[0]['name'])
+  return rows, titles
+
+
+def save_overview(out: str, entries: list[dict[str, Any]]) -> str:
+  rows, titles = overview_rows(out, entries)
+  n = max(len(r) for r in rows) - 1
+  path = os.path.join(out, 'overview.png')
+  visualize.save_grid(path, rows, row_titles=titles,
+                      col_titles=['mask'] + [f'sample {k}' for k in range(n)])
+  return path
 
 
 def _check_manifest(out: str, settings: dict[str, Any]) -> None:

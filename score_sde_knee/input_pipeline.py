@@ -30,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from score_sde_knee import run_config
+
 Batch = dict[str, np.ndarray]
 
 # Seeds of epoch e on host h: seed * _SEED_MUL + e * _EPOCH_MUL + h (int64, no overflow
@@ -139,13 +141,13 @@ def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 
   'angle_deg' (n,) float32.
   """
   hide_gpus_from_tf()
-  name = f'{config.data.name}/{config.data.builder_config}'
+  name = f'{config.data.name}/{run_config.data_spec(config)}'
   builder = _builder(config)
   if not builder.is_prepared():
     from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
     raise FileNotFoundError(
         f'The data set {name} is not built in {builder.data_dir}. Build it first: '
-        f'{build.build_command(config.data.builder_config, config.data.data_dir)}')
+        f'{build.build_command(run_config.data_spec(config), config.data.data_dir)}')
   if split not in builder.info.splits:
     raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
   ds = builder.as_dataset(split=split, shuffle_files=False,
@@ -199,8 +201,12 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   # Importing the builder module registers 'knee_drr' with TFDS.
   # pylint: disable-next=g-import-not-at-top,unused-import
   import datasets.knee_drr.knee_drr_dataset_builder
-  name = f'{config.data.name}/{config.data.builder_config}'
-  return tfds.builder(name, data_dir=config.data.data_dir or None)
+  name = f'{config.data.name}/{run_config.data_spec(config)}'
+  try:
+    return tfds.builder(name, data_dir=config.data.data_dir or None)
+  except AssertionError as e:  # TFDS's way of saying 'no such version'
+    raise ValueError(f'{name}: {e} (config.data.version='
+                     f"{config.data.get('version', '')!r})") from None
 
 
 def _read(builder: tfds.core.DatasetBuilder, split: str,
@@ -216,9 +222,9 @@ def _read(builder: tfds.core.DatasetBuilder, split: str,
       raise
     from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
     raise FileNotFoundError(
-        f'The data set {builder.name}/{builder.builder_config.name} is not built in '
+        f'The data set {builder.name}/{run_config.data_spec(config)} is not built in '
         f'{builder.data_dir}. Build it first: '
-        f'{build.build_command(builder.builder_config.name, config.data.data_dir)}'
+        f'{build.build_command(run_config.data_spec(config), config.data.data_dir)}'
         ) from None
   # Options again here, not only through read_config, which TFDS may not apply (its
   # mock_data does not): every stream built on this read is then deterministic and untuned.

@@ -7,17 +7,17 @@ SimpleITK's GetArrayFromImage; voxel i along an axis of n voxels of size h sits 
 exactly 2x2x2 blocks of the 1 mm grid's. The leg frame is the world shifted by
 `params['offset_mm']`.
 
-Anatomy is a union of analytic primitives (ellipsoids, elliptic frustums, half-space clips)
-painted in order, each blended by a partial-volume occupancy: clip(0.5 - d / h, 0, 1) with d
-a first-order signed distance F / |grad F|. Bones are rigid: the tibia (with fibula) turns
-by -flexion/2 about the ML axis through the plateau centre, the femur (with patella) by
-+flexion/2 about the ML axis through the condyles' centre (`params['femur_pivot']`), and
-likewise by +/- varus/2 about the AP axis (+varus_valgus_deg = varus: hip and ankle medial
-of the knee). The condyles are placed in the tibia's frame, so the sampled joint gaps hold
-whatever the alignment. Soft tissue bends smoothly between the two. The fibular head sits at
-(+40, -13, -29) mm (lateral, posterior, below the plateau; DESIGN 2.4's +13 is posterior in
-its LPS-like frame). Texture is smooth lattice noise fixed in world millimetres, so it does not
-depend on the voxel size.
+Anatomy is a union of analytic primitives (ellipsoids, elliptic frustums, half-space clips;
+shapes.py) painted in order, each blended by a partial-volume occupancy: clip(0.5 - d / h,
+0, 1) with d a first-order signed distance F / |grad F|. Bones are rigid: the tibia (with
+fibula) turns by -flexion/2 about the ML axis through the plateau centre, the femur (with
+patella) by +flexion/2 about the ML axis through the condyles' centre
+(`params['femur_pivot']`), and likewise by +/- varus/2 about the AP axis (+varus_valgus_deg
+= varus: hip and ankle medial of the knee). The condyles are placed in the tibia's frame, so
+the sampled joint gaps hold whatever the alignment. Soft tissue bends smoothly between the
+two. The fibular head sits at (+40, -13, -29) mm (lateral, posterior, below the plateau;
+DESIGN 2.4's +13 is posterior in its LPS-like frame). Texture is smooth lattice noise fixed
+in world millimetres, so it does not depend on the voxel size.
 """
 import argparse
 import dataclasses
@@ -25,7 +25,8 @@ import json
 import math
 
 import numpy as np
-from scipy import ndimage
+
+from score_sde_knee import shapes
 
 
 DEFAULT_SHAPE_MM = (240.0, 232.0, 232.0)  # (z, y, x) field; the leg and skin fit inside.
@@ -33,6 +34,14 @@ _SHELL_MM = 1.5      # Cortical shell of epiphyses, plateau and patella.
 _FAR = 400.0         # Stand-in for "beyond the field" along shafts.
 _NOISE_SOFT_MM = 12.0
 _NOISE_BONE_MM = 2.5
+# Revisions of the anatomy; each knee_drr version names the one it was built with.
+#   1: knee_drr 1.0.0. Each shaft's marrow canal began 5 mm beyond the metaphysis, so a
+#      5 mm disc of solid cortex closed it: a bright transverse band across every shaft in
+#      the DRRs, which no real bone has.
+#   2: knee_drr 1.1.0. The canal reaches 5 mm into the metaphysis: trabecular bone turns
+#      into marrow with no cortical plug between them.
+REVISION = 2
+REVISIONS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,127 +109,6 @@ def sample_params(seed: int) -> dict:
   return p
 
 
-@dataclasses.dataclass(frozen=True)
-class _Grid:
-  h: float
-  z: np.ndarray  # Voxel-centre world coordinates (mm), float32, one array per axis.
-  y: np.ndarray
-  x: np.ndarray
-
-
-def _make_grid(shape_mm, h: float) -> _Grid:
-  axes = []
-  for ext in shape_mm:
-    n = max(1, int(round(ext / h)))
-    axes.append(((np.arange(n) + 0.5) * h - n * h / 2).astype(np.float32))
-  return _Grid(float(h), *axes)
-
-
-class _Noise:
-  """Smooth unit-variance noise on a fixed world lattice, sampled by trilinear interpolation."""
-
-  def __init__(self, rng, shape_mm, g: float):
-    self.g = g
-    self.n = [int(math.ceil(ext / g)) + 3 for ext in shape_mm]
-    self.origin = [-(n - 1) * g / 2 for n in self.n]
-    lat = ndimage.gaussian_filter(rng.standard_normal(self.n), 0.8, mode='wrap')
-    self.lat = (lat / lat.std()).astype(np.float32)
-
-  def _axis(self, c, k):
-    pos = np.clip((c - self.origin[k]) / self.g, 0, self.n[k] - 1.001)
-    i = np.floor(pos).astype(np.intp)
-    return i, (pos - i).astype(np.float32)
-
-  def __call__(self, z, y, x) -> np.ndarray:
-    (iz, wz), (iy, wy), (ix, wx) = self._axis(z, 0), self._axis(y, 1), self._axis(x, 2)
-    lat = self.lat[iz.min():iz.max() + 2, iy.min():iy.max() + 2]
-    iz, iy = iz - iz.min(), iy - iy.min()
-    t = lat[:, :, ix] * (1 - wx) + lat[:, :, ix + 1] * wx
-    t = t[:, iy] * (1 - wy)[:, None] + t[:, iy + 1] * wy[:, None]
-    return t[iz] * (1 - wz)[:, None, None] + t[iz + 1] * wz[:, None, None]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Prim:
-  """An ellipsoid (z0 is None) or an elliptic frustum along local z, in a rigid frame.
-
-  Ellipsoid: centre (x, y, z), semi-axes (a, b, c). Frustum: local z in [z0, z1] with the
-  centre (x, y) and semi-axes (a, b) linear in z from `c0, s0` at z0 to `c1, s1` at z1.
-  `clips` are half-spaces n . p <= d (unit n, local frame). Shrinking by t gives the inner
-  surface of a shell of thickness t.
-  """
-  frame: tuple  # (R, t): world = t + R @ local, vectors (x, y, z).
-  centre: tuple = (0.0, 0.0, 0.0)
-  semi: tuple = (1.0, 1.0, 1.0)
-  z0: float | None = None
-  z1: float = 0.0
-  c1: tuple = (0.0, 0.0)
-  s1: tuple = (1.0, 1.0)
-  clips: tuple = ()
-
-  def corners(self, t: float) -> np.ndarray:
-    if self.z0 is None:
-      lo = np.subtract(self.centre, self.semi)
-      hi = np.add(self.centre, self.semi)
-    else:
-      a = max(self.semi[0], self.s1[0]); b = max(self.semi[1], self.s1[1])
-      xs = [self.centre[0] - a, self.centre[0] + a, self.c1[0] - a, self.c1[0] + a]
-      ys = [self.centre[1] - b, self.centre[1] + b, self.c1[1] - b, self.c1[1] + b]
-      lo = np.array([min(xs), min(ys), self.z0]); hi = np.array([max(xs), max(ys), self.z1])
-    lo, hi = lo - t, hi + t
-    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                     for z in (lo[2], hi[2])])
-
-  def occupancy(self, g: _Grid, shrink: float = 0.0):
-    """Returns (box slices (z, y, x), occupancy in [0, 1] over the box) or None."""
-    r, t = self.frame
-    w = self.corners(g.h) @ r.T + t
-    box = []
-    for k, c in zip((2, 1, 0), (g.z, g.y, g.x)):
-      i0 = int(np.searchsorted(c, w[:, k].min())); i1 = int(np.searchsorted(c, w[:, k].max()))
-      if i1 <= i0:
-        return None
-      box.append(slice(i0, i1))
-    dz, dy, dx = (c[s] - float(t[k]) for c, s, k in zip((g.z, g.y, g.x), box, (2, 1, 0)))
-    dz, dy, dx = dz[:, None, None], dy[None, :, None], dx[None, None, :]
-    rf = r.tolist()  # Python floats keep the arithmetic in float32.
-    lx, ly, lz = (rf[0][k] * dx + rf[1][k] * dy + rf[2][k] * dz for k in range(3))
-    if self.z0 is None:
-      a, b, c = (s - shrink for s in self.semi)
-      ux, uy, uz = lx - self.centre[0], ly - self.centre[1], lz - self.centre[2]
-      f = (ux / a) ** 2 + (uy / b) ** 2 + (uz / c) ** 2 - 1
-      grad = (ux / a**2) ** 2 + (uy / b**2) ** 2 + (uz / c**2) ** 2
-      occ = np.clip(0.5 - f / (2 * g.h * np.sqrt(grad) + 1e-6), 0, 1)
-    else:
-      frac = (lz - self.z0) / (self.z1 - self.z0)
-      cx = self.centre[0] + frac * (self.c1[0] - self.centre[0])
-      cy = self.centre[1] + frac * (self.c1[1] - self.centre[1])
-      a = self.semi[0] + frac * (self.s1[0] - self.semi[0]) - shrink
-      b = self.semi[1] + frac * (self.s1[1] - self.semi[1]) - shrink
-      ux, uy = lx - cx, ly - cy
-      f = (ux / a) ** 2 + (uy / b) ** 2 - 1
-      grad = (ux / a**2) ** 2 + (uy / b**2) ** 2
-      occ = np.clip(0.5 - f / (2 * g.h * np.sqrt(grad) + 1e-6), 0, 1)
-      # The ends are not shrunk: every frustum end joins another part or leaves the field.
-      occ *= np.clip(0.5 + (lz - self.z0) / g.h, 0, 1)
-      occ *= np.clip(0.5 + (self.z1 - lz) / g.h, 0, 1)
-    for n, d in self.clips:
-      occ *= np.clip(0.5 - (n[0] * lx + n[1] * ly + n[2] * lz - d + shrink) / g.h, 0, 1)
-    return tuple(box), occ.astype(np.float32)
-
-
-def _paint(hu, g, prim, value, noise=None, amp=0.0, lo=-1000.0, hi=3000.0, shrink=0.0):
-  """Blends `value` (+ amp * noise, clipped to [lo, hi]) into `hu` where `prim` is."""
-  res = prim.occupancy(g, shrink)
-  if res is None:
-    return
-  box, occ = res
-  if noise is not None:
-    value = np.clip(value + amp * noise(g.z[box[0]], g.y[box[1]], g.x[box[2]]), lo, hi)
-  sub = hu[box]
-  sub += occ * (value - sub)
-
-
 def _soft_tissue(p, g, noise) -> np.ndarray:
   """Skin, fat and muscle of an elliptic envelope whose axis bends at the knee."""
   s, h = p['scale'], g.h
@@ -273,9 +161,10 @@ def _soft_tissue(p, g, noise) -> np.ndarray:
   return hu
 
 
-def _bones(p, g, hu, noise) -> None:
+def _bones(p, g, hu, noise, revision: int) -> None:
   """Paints joint space, femur, patella, tibia and fibula (outer shells before insides)."""
   s, sh = p['scale'], p['shell']
+  canal_into_metaphysis = 5 * s if revision >= 2 else -5 * s
   off = np.array(p['offset_mm'][::-1])  # (x, y, z)
   rf = _rot(p['flexion_deg'] / 2, -p['varus_valgus_deg'] / 2)
   rt = _rot(-p['flexion_deg'] / 2, p['varus_valgus_deg'] / 2)
@@ -294,36 +183,36 @@ def _bones(p, g, hu, noise) -> None:
   top = ((np.array([0, -slope, 1]) / math.hypot(1, slope)).tolist(), 0.0)
   sa, sb, scy = p['tibia_ml'] / 2, p['tibia_ap'] / 2, 4 * s
   z_cone, z_shaft = -18 * s, -75 * s
-  joint = _Prim(tib, (0, pcy, 0), (pa - 1, pb - 1, 1), z0=-3.0,
-                z1=p['gap_lateral'] + 6, c1=(0, pcy), s1=(pa - 1, pb - 1))
-  _paint(hu, g, joint, p['hu_joint'])
-  plateau = _Prim(tib, (0, pcy, 0), (pa, pb, 1), z0=z_cone - 2, z1=10 * s, c1=(0, pcy),
-                  s1=(pa, pb), clips=(top,))
-  cone = _Prim(tib, (0, scy, 0), (sa, sb, 1), z0=z_shaft, z1=z_cone, c1=(0, pcy),
-               s1=(0.95 * pa, 0.95 * pb))
-  tshaft = _Prim(tib, (0, scy, 0), (sa, sb, 1), z0=-_FAR, z1=z_shaft + 10 * s, c1=(0, scy),
-                 s1=(sa, sb))
-  _paint(hu, g, plateau, p['hu_shell'], **shell)
-  _paint(hu, g, cone, p['hu_shell'], **shell)
-  _paint(hu, g, tshaft, p['hu_tibia_cortex'], **cort)
-  _paint(hu, g, plateau, p['hu_trabecular'], shrink=sh, **trab)
-  _paint(hu, g, cone, p['hu_trabecular'], shrink=sh, **trab)
+  joint = shapes.Prim(tib, (0, pcy, 0), (pa - 1, pb - 1, 1), z0=-3.0,
+                      z1=p['gap_lateral'] + 6, c1=(0, pcy), s1=(pa - 1, pb - 1))
+  shapes.paint(hu, g, joint, p['hu_joint'])
+  plateau = shapes.Prim(tib, (0, pcy, 0), (pa, pb, 1), z0=z_cone - 2, z1=10 * s, c1=(0, pcy),
+                        s1=(pa, pb), clips=(top,))
+  cone = shapes.Prim(tib, (0, scy, 0), (sa, sb, 1), z0=z_shaft, z1=z_cone, c1=(0, pcy),
+                     s1=(0.95 * pa, 0.95 * pb))
+  tshaft = shapes.Prim(tib, (0, scy, 0), (sa, sb, 1), z0=-_FAR, z1=z_shaft + 10 * s, c1=(0, scy),
+                       s1=(sa, sb))
+  shapes.paint(hu, g, plateau, p['hu_shell'], **shell)
+  shapes.paint(hu, g, cone, p['hu_shell'], **shell)
+  shapes.paint(hu, g, tshaft, p['hu_tibia_cortex'], **cort)
+  shapes.paint(hu, g, plateau, p['hu_trabecular'], shrink=sh, **trab)
+  shapes.paint(hu, g, cone, p['hu_trabecular'], shrink=sh, **trab)
   canal = dataclasses.replace(tshaft, semi=(sa - p['tibia_cortex'], sb - p['tibia_cortex'], 1),
                               s1=(sa - p['tibia_cortex'], sb - p['tibia_cortex']),
-                              z1=z_shaft - 5 * s)
-  _paint(hu, g, canal, p['hu_marrow'])
+                              z1=z_shaft + canal_into_metaphysis)
+  shapes.paint(hu, g, canal, p['hu_marrow'])
 
   # Fibula: head ellipsoid posterolateral below the plateau, shaft down to the ankle.
   fr = p['fibula_head_d'] / 2
   fc = (40 * s, -13 * s, -29 * s)
-  head = _Prim(tib, fc, (fr, 0.9 * fr, 1.15 * fr))
-  fshaft = _Prim(tib, (34 * s, -17 * s, 0), (p['fibula_d'] / 2,) * 2 + (1,), z0=-_FAR,
-                 z1=fc[2], c1=fc[:2], s1=(p['fibula_d'] / 2,) * 2)
-  _paint(hu, g, head, p['hu_fibula_cortex'], **cort)
-  _paint(hu, g, fshaft, p['hu_fibula_cortex'], **cort)
-  _paint(hu, g, head, p['hu_trabecular'], shrink=sh, **trab)
-  _paint(hu, g, dataclasses.replace(fshaft, z1=fc[2] - fr), p['hu_marrow'],
-         shrink=0.3 * p['fibula_d'])
+  head = shapes.Prim(tib, fc, (fr, 0.9 * fr, 1.15 * fr))
+  fshaft = shapes.Prim(tib, (34 * s, -17 * s, 0), (p['fibula_d'] / 2,) * 2 + (1,), z0=-_FAR,
+                       z1=fc[2], c1=fc[:2], s1=(p['fibula_d'] / 2,) * 2)
+  shapes.paint(hu, g, head, p['hu_fibula_cortex'], **cort)
+  shapes.paint(hu, g, fshaft, p['hu_fibula_cortex'], **cort)
+  shapes.paint(hu, g, head, p['hu_trabecular'], shrink=sh, **trab)
+  shapes.paint(hu, g, dataclasses.replace(fshaft, z1=fc[2] - fr), p['hu_marrow'],
+               shrink=0.3 * p['fibula_d'])
 
   # Femur: two condyles, an epiphysis notched from below, metaphysis cone, shaft.
   cml, cap, notch = p['condyle_ml'], p['condyle_ap'], p['notch']
@@ -332,36 +221,36 @@ def _bones(p, g, hu, noise) -> None:
   xc = notch / 2 + cml / 2
   # Condyles placed in the tibia's frame so the sampled gaps hold whatever the alignment.
   cond_m, cond_l = (
-      _Prim(fem, tuple((pivot + rf.T @ (rt @ np.array(c) - pivot)).tolist()),
-            (cml / 2, cap / 2, cc))
+      shapes.Prim(fem, tuple((pivot + rf.T @ (rt @ np.array(c) - pivot)).tolist()),
+                  (cml / 2, cap / 2, cc))
       for c in ((-xc, -0.1 * cap, gm + cc), (xc, -0.1 * cap, gl + cc)))
   ez = (gm + gl) / 2 + cc + 8 * s
   ea, eb, ec = notch / 2 + cml - 2 * s, 0.42 * cap, 0.9 * cc
   tn = math.tan(math.radians(40))
   notch_roof = ((np.array([0, -tn, -1]) / math.hypot(1, tn)).tolist(),
                 -((gm + gl) / 2 + 0.75 * cc) / math.hypot(1, tn))
-  epi = _Prim(fem, (0, 0, ez), (ea, eb, ec), clips=(notch_roof,))
+  epi = shapes.Prim(fem, (0, 0, ez), (ea, eb, ec), clips=(notch_roof,))
   fr_out, fr_in = p['femur_d'] / 2, p['femur_canal_d'] / 2
   zm0, zm1 = ez, ez + 40 * s
-  meta = _Prim(fem, (0, -2 * s, 0), (0.92 * ea, 0.9 * eb, 1), z0=zm0, z1=zm1, c1=(0, 0),
-               s1=(fr_out, fr_out))
-  fshaft_f = _Prim(fem, (0, 0, 0), (fr_out, fr_out, 1), z0=zm1 - 10 * s, z1=_FAR,
-                   c1=(0, 0), s1=(fr_out, fr_out))
+  meta = shapes.Prim(fem, (0, -2 * s, 0), (0.92 * ea, 0.9 * eb, 1), z0=zm0, z1=zm1, c1=(0, 0),
+                     s1=(fr_out, fr_out))
+  fshaft_f = shapes.Prim(fem, (0, 0, 0), (fr_out, fr_out, 1), z0=zm1 - 10 * s, z1=_FAR,
+                         c1=(0, 0), s1=(fr_out, fr_out))
   fcanal = dataclasses.replace(fshaft_f, semi=(fr_in, fr_in, 1), s1=(fr_in, fr_in),
-                               z0=zm1 + 5 * s)
+                               z0=zm1 - canal_into_metaphysis)
   for prim in (cond_m, cond_l, epi, meta):
-    _paint(hu, g, prim, p['hu_shell'], **shell)
-  _paint(hu, g, fshaft_f, p['hu_femur_cortex'], **cort)
+    shapes.paint(hu, g, prim, p['hu_shell'], **shell)
+  shapes.paint(hu, g, fshaft_f, p['hu_femur_cortex'], **cort)
   for prim in (cond_m, cond_l, epi, meta):
-    _paint(hu, g, prim, p['hu_trabecular'], shrink=sh, **trab)
-  _paint(hu, g, fcanal, p['hu_marrow'])
+    shapes.paint(hu, g, prim, p['hu_trabecular'], shrink=sh, **trab)
+  shapes.paint(hu, g, fcanal, p['hu_marrow'])
 
   # Patella: anterior to the trochlea, about 40 mm above the joint line.
-  patella = _Prim(fem, (3 * s, p['_patella_y'], p['_patella_z']),
-                  (p['patella_w'] / 2, p['patella_t'] / 2, p['patella_h'] / 2))
-  _paint(hu, g, patella, p['hu_shell'], **shell)
-  _paint(hu, g, patella, p['hu_patella_inside'], shrink=sh, noise=noise, amp=25.0, lo=200.0,
-         hi=400.0)
+  patella = shapes.Prim(fem, (3 * s, p['_patella_y'], p['_patella_z']),
+                        (p['patella_w'] / 2, p['patella_t'] / 2, p['patella_h'] / 2))
+  shapes.paint(hu, g, patella, p['hu_shell'], **shell)
+  shapes.paint(hu, g, patella, p['hu_patella_inside'], shrink=sh, noise=noise, amp=25.0, lo=200.0,
+               hi=400.0)
 
 
 def _derived(p: dict) -> dict:
@@ -377,24 +266,29 @@ def _derived(p: dict) -> dict:
 
 
 def make_phantom(seed: int, *, spacing_mm: float = 1.0,
-                 shape_mm: tuple[float, float, float] = DEFAULT_SHAPE_MM) -> Phantom:
+                 shape_mm: tuple[float, float, float] = DEFAULT_SHAPE_MM,
+                 revision: int = REVISION) -> Phantom:
   """Builds patient `seed` on an isotropic grid of `spacing_mm` covering `shape_mm` (z, y, x).
 
-  Deterministic: the same arguments give identical bytes.
+  Deterministic: the same arguments give identical bytes. `revision` picks the anatomy
+  (REVISIONS; older ones rebuild older knee_drr versions byte for byte).
   """
+  if revision not in REVISIONS:
+    raise ValueError(f'revision must be one of {REVISIONS}, got {revision!r}')
   if not spacing_mm > 0:
     raise ValueError(f'spacing_mm must be > 0, got {spacing_mm!r}')
   if len(shape_mm) != 3 or min(shape_mm) <= 0:
     raise ValueError(f'shape_mm must be three positive lengths (z, y, x), got {shape_mm!r}')
   p = sample_params(seed)
   p.update(_derived(p))
-  g = _make_grid(shape_mm, float(spacing_mm))
+  g = shapes.make_grid(shape_mm, float(spacing_mm))
   rng = np.random.default_rng(p['noise_seed'])
-  soft = _Noise(rng, shape_mm, _NOISE_SOFT_MM)
-  bone = _Noise(rng, shape_mm, _NOISE_BONE_MM)
+  soft = shapes.Noise(rng, shape_mm, _NOISE_SOFT_MM)
+  bone = shapes.Noise(rng, shape_mm, _NOISE_BONE_MM)
   hu = _soft_tissue(p, g, soft)
-  _bones(p, g, hu, bone)
+  _bones(p, g, hu, bone, revision)
   params = {k.lstrip('_'): v for k, v in p.items()}
+  params['revision'] = revision
   h = float(spacing_mm)
   return Phantom(hu=hu, spacing_mm=(h, h, h), params=params)
 

@@ -1,4 +1,5 @@
 """Progress lines with rate and ETA for long jobs (data build, sampling, evaluation)."""
+import functools
 import logging
 import os
 import sys
@@ -7,6 +8,8 @@ import time
 # Libraries whose INFO lines (orbax: ~40 per checkpoint save; TFDS: one per shard written)
 # would bury the progress lines of a run. Their warnings and errors still show.
 CHATTY_LIBRARIES = ('orbax', 'tensorflow_datasets')
+# jax's logger for backend discovery; its INFO lines list the backends that failed to load.
+JAX_BACKEND_LOGGER = 'jax._src.xla_bridge'
 
 
 def format_seconds(s: float) -> str:
@@ -63,13 +66,45 @@ class _DropLibraryInfo(logging.Filter):
         p in record.pathname for p in self._parts)
 
 
+class _DropTfdsOwnDtypeWarning(logging.Filter):
+  """Drops TFDS's "`FeatureConnector.dtype` is deprecated" when TFDS itself read `.dtype`.
+
+  TFDS 4.9's Tensor.decode_example reads its own deprecated `.dtype` for every
+  ZLIB-encoded tensor (knee_drr's image and masks), so each read of the data set printed
+  three warnings telling the user to change code they do not own. A `.dtype` read from
+  outside TFDS still warns.
+  """
+
+  _PART = f'{os.sep}tensorflow_datasets{os.sep}'
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if '.dtype` is deprecated' not in str(record.msg):
+      return True
+    frame = sys._getframe(1)  # pylint: disable=protected-access
+    while frame is not None:  # find the `dtype` property, then who read it
+      code = frame.f_code
+      if code.co_name == 'dtype' and self._PART in code.co_filename:
+        caller = frame.f_back  # past functools: `dtype` is a cached_property
+        while caller is not None and caller.f_code.co_filename == functools.__file__:
+          caller = caller.f_back
+        return caller is None or self._PART not in caller.f_code.co_filename
+      frame = frame.f_back
+    return True
+
+
 def quiet_library_info(libraries: tuple[str, ...] = CHATTY_LIBRARIES) -> None:
-  """Drops INFO/DEBUG records logged through absl from inside `libraries`' packages.
+  """Drops INFO/DEBUG records logged through absl from inside `libraries`' packages,
+  TFDS's warnings about its own use of a deprecated field, and jax's INFO line about each
+  accelerator backend it probed and did not find ('Unable to initialize backend tpu').
 
   Idempotent. This project's own absl INFO lines (restored step, eval results, training
-  scalars) are kept.
+  scalars) are kept, and so is every library warning about the user's own code or setup.
   """
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   logger = absl_logging.get_absl_logger()
   if not any(isinstance(f, _DropLibraryInfo) for f in logger.filters):
     logger.addFilter(_DropLibraryInfo(libraries))
+  if not any(isinstance(f, _DropTfdsOwnDtypeWarning) for f in logger.filters):
+    logger.addFilter(_DropTfdsOwnDtypeWarning())
+  # jax logs through its own logger, not absl's: a filter on absl's does not see it.
+  logging.getLogger(JAX_BACKEND_LOGGER).setLevel(logging.WARNING)

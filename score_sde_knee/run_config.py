@@ -1,15 +1,18 @@
 """The run's config: from --config, or the one saved in the workdir (eval, sample)."""
 import json
 import os
+import re
 
 import ml_collections
 
 CONFIG_FILE = 'config.json'
 
 # Fields added after runs were first saved, with the value that reproduces what those runs
-# did (= configs/default.py's paper-scale default, checked by the tests). load() fills them
-# in, so the code reads every field the same way whatever version saved the run.
+# did (= configs/default.py's paper-scale default, checked by the tests, except where
+# DEFAULT_CHANGED says otherwise). load() fills them in, so the code reads every field the
+# same way whatever version saved the run.
 ADDED_FIELDS = {
+    'data.version': '1.0.0',
     'training.compute_dtype': 'float32',
     'training.steps_per_call': 1,
     'sampling.predictor': 'reverse_diffusion',
@@ -20,6 +23,14 @@ ADDED_FIELDS = {
     'eval.view_stride': 1,
     'eval.condition': '',
 }
+# Added fields whose default for new runs differs from what the older runs used.
+DEFAULT_CHANGED = ('data.version',)  # runs before it was added read knee_drr 1.0.0
+
+
+def data_spec(config: ml_collections.ConfigDict) -> str:
+  """'<builder_config>:<version>' (TFDS's syntax), or the config alone for the newest."""
+  version = config.data.get('version', '')
+  return f'{config.data.builder_config}:{version}' if version else config.data.builder_config
 
 
 def _tuples(obj):
@@ -134,6 +145,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     # A config built in code without the field: nothing to check.
     return node[leaf] if node is not None and leaf in node else None
 
+  version = get('data.version')
+  if version and not re.fullmatch(r'\d+\.\d+\.\d+', str(version)):
+    raise ValueError(f'config.data.version={version!r}: expected a knee_drr version such as '
+                     "'1.1.0', or '' for the newest.")
   for field, choices in _CHOICES.items():
     value = get(field)
     if value is not None and value not in choices:

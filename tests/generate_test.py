@@ -120,6 +120,16 @@ def test_generate_resume_seeds_and_tfds_export(tmp_path, ctm_workdir, data_dir):
     np.testing.assert_array_equal(png, np.round(x[..., 0].astype(np.float64) * 65535))
     arrays[n] = x
   assert not np.array_equal(arrays['a_s0'], arrays['a_s1'])
+  # The overview: each mask as the model got it, then its samples as written.
+  rows, titles = generate.overview_rows(out, saved['outputs'])
+  assert titles == ['a', 'b']
+  for row, m, stems in zip(rows, (ma, mb), (names[:2], names[2:])):
+    assert len(row) == 3
+    np.testing.assert_array_equal(row[0][..., 0], m)
+    for got, stem in zip(row[1:], stems):
+      np.testing.assert_array_equal(got, arrays[stem])
+  with Image.open(os.path.join(out, 'overview.png')) as im:
+    assert im.width > im.height  # 3 columns, 2 rows
 
   # Same mask and seed -> the same image, whatever else is sampled with it.
   alone = str(tmp_path / 'alone')
@@ -171,3 +181,21 @@ def test_test_split_masks(tmp_path, ctm_workdir, data_dir):
   with pytest.raises(ValueError, match='contour_bone'):
     generate.generate(tiny_config('ctm', 'contour', data_dir), wd, masks='test',
                       out=str(tmp_path / 'x'), tfds_dir=str(tmp_path / 'y'))
+
+
+def test_overview_caps_masks_and_samples_evenly(tmp_path):
+  entries = []
+  for i in range(20):
+    np.save(tmp_path / f'm{i}.npy', np.full((4, 4, 1), i, np.float32))
+    for k in range(6):
+      np.save(tmp_path / f'm{i}_s{k}.npy', np.full((4, 4, 1), 100 * i + k, np.float32))
+      entries.append({'mask_index': i, 'sample': k, 'name': f'm{i}',
+                      'mask_npy': f'm{i}.npy', 'npy': f'm{i}_s{k}.npy'})
+  rows, titles = generate.overview_rows(str(tmp_path), entries[::-1])  # order-free
+  picked = [0, 3, 5, 8, 11, 14, 16, 19]  # round(linspace(0, 19, 8))
+  assert titles == [f'm{i}' for i in picked]
+  for row, i in zip(rows, picked):
+    assert [float(x[0, 0, 0]) for x in row] == [i] + [100 * i + k for k in range(4)]
+  path = generate.save_overview(str(tmp_path), entries)
+  with Image.open(path) as im:
+    assert im.height > im.width  # 8 rows of 5

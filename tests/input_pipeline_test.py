@@ -1,6 +1,8 @@
 """Input pipeline: epochs are permutations, the stream resumes at any step, the tfds path
 yields per-host {'image', 'cond'} batches resized by area averaging, and load_split keeps
 every n-th view of each patient."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -114,10 +116,16 @@ def test_create_datasets_resumes_at_a_step():
 def test_unbuilt_data_set_names_the_build_command(tmp_path):
   config = _config()
   config.data.data_dir = str(tmp_path)
+  # The command builds the version the config asks for, not merely the newest.
+  spec = rf'{config.data.builder_config}:{re.escape(config.data.version)}'
   with pytest.raises(FileNotFoundError, match=rf'python -m datasets\.knee_drr\.build '
-                     rf'{config.data.builder_config} --data_dir {tmp_path}'):
+                     rf'{spec} --data_dir {tmp_path}'):
     input_pipeline.create_datasets(config)
-  with pytest.raises(FileNotFoundError, match=rf'--data_dir {tmp_path}'):
+  with pytest.raises(FileNotFoundError, match=rf'build {spec} --data_dir {tmp_path}'):
+    input_pipeline.load_split(config, 'test')
+  config.data.version = '9.9.9'
+  with pytest.raises(ValueError, match=r"knee_drr/.*:9\.9\.9: .*cannot be loaded at "
+                                       r"version 9\.9\.9.*\(config.data.version='9.9.9'\)"):
     input_pipeline.load_split(config, 'test')
 
 

@@ -97,6 +97,32 @@ def test_tissues_at_known_points(seed):
   assert row[-1] == -1000.0
 
 
+@pytest.mark.parametrize('seed', [1, 2])
+def test_shaft_canals_open_into_the_metaphyses(seed):
+  """Along each shaft's axis, from the metaphysis into the canal: no cortical plug (rev. 2).
+
+  Revision 1 (knee_drr 1.0.0) had one, 5 mm thick; it is found here, so the test can fail.
+  """
+  def axis_hu(ph):
+    p, s = ph.params, ph.params['scale']
+    fem, tib = _frames(p)
+    z_shaft = -75 * s  # the tibial cone's base; the femoral one at zm1:
+    zm1 = (p['gap_medial'] + p['gap_lateral']) / 2 + 0.45 * p['condyle_ap'] + 48 * s
+    tibia = [_at(ph, tib([0, 4 * s, z])) for z in np.arange(z_shaft + 8, z_shaft - 20, -1.0)]
+    femur = [_at(ph, fem([0, 0, z])) for z in np.arange(zm1 - 8, zm1 + 20, 1.0)]
+    return np.array(tibia), np.array(femur)
+
+  for bone, hu in zip(('tibia', 'femur'), axis_hu(_ph(seed, 1.0))):
+    assert hu.max() < 600, (bone, hu.round())   # trabecular (<= 400) then marrow
+    assert hu[-1] < 0, (bone, hu.round())        # the canal's marrow at the far end
+  old = phantom.make_phantom(seed, spacing_mm=1.0, revision=1)
+  for bone, hu in zip(('tibia', 'femur'), axis_hu(old)):
+    assert hu.max() > 1200, (bone, hu.round())  # revision 1's cortical plug
+  assert _ph(seed, 1.0).params['revision'] == phantom.REVISION == 2
+  with pytest.raises(ValueError, match='revision must be one of'):
+    phantom.make_phantom(seed, spacing_mm=8.0, revision=3)
+
+
 def test_bone_above_threshold_soft_tissue_below():
   ph = _ph(1, 1.0)
   p = ph.params

@@ -2,6 +2,8 @@ import io
 import logging
 import os
 
+import pytest
+
 from score_sde_knee import progress
 
 
@@ -26,13 +28,23 @@ def _absl_record(pathname: str, level: int) -> logging.LogRecord:
   return logging.LogRecord('absl', level, pathname, 1, 'msg', None, None)
 
 
-def test_quiet_library_info_drops_only_library_info(monkeypatch):
+@pytest.fixture(name='jax_logger')
+def _jax_logger():
+  """jax's backend logger, its level restored after the test (quiet_library_info sets it)."""
+  jax_logger = logging.getLogger(progress.JAX_BACKEND_LOGGER)
+  level = jax_logger.level
+  yield jax_logger
+  jax_logger.setLevel(level)  # setLevel, not the attribute: it clears the level cache
+
+
+def test_quiet_library_info_drops_only_library_info(monkeypatch, jax_logger):
   from absl import logging as absl_logging
   logger = absl_logging.get_absl_logger()
   monkeypatch.setattr(logger, 'filters', [])  # restored after the test
   progress.quiet_library_info()
-  progress.quiet_library_info()  # idempotent: one filter
-  assert len(logger.filters) == 1
+  filters = list(logger.filters)
+  progress.quiet_library_info()  # idempotent: no second copy of either filter
+  assert logger.filters == filters and len(filters) == 2
   lib = os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', 'x.py')
   tfds = os.path.join(os.sep, 'venv', 'site-packages', 'tensorflow_datasets', 'w.py')
   own = os.path.join(os.sep, 'repo', 'score_sde_knee', 'train.py')
@@ -45,7 +57,7 @@ def test_quiet_library_info_drops_only_library_info(monkeypatch):
   assert logger.filter(_absl_record(other, logging.INFO))
 
 
-def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch):
+def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch, jax_logger):
   import numpy as np
   import orbax.checkpoint as ocp
   from absl import logging as absl_logging
@@ -70,3 +82,52 @@ def test_quiet_library_info_silences_a_real_orbax_save(tmp_path, monkeypatch):
   finally:
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+def _capture_absl(monkeypatch):
+  """absl records that pass the absl logger's filters, with log_first_n's counts reset."""
+  from absl import logging as absl_logging
+  monkeypatch.setattr(absl_logging, '_log_counter_per_token', {})
+  logger = absl_logging.get_absl_logger()
+  monkeypatch.setattr(logger, 'filters', [])
+  records = []
+  handler = logging.Handler(logging.DEBUG)
+  handler.emit = records.append
+  monkeypatch.setattr(logger, 'handlers', logger.handlers + [handler])  # a new list
+  return records
+
+
+def test_tfds_own_dtype_warning_dropped_but_a_users_kept(monkeypatch, jax_logger):
+  import numpy as np
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  del jax_logger  # only restored
+
+  def feature():  # a new one each time: TFDS caches `.dtype` after the first read
+    return tfds.features.Tensor(shape=(3,), dtype=np.float32,
+                                encoding=tfds.features.Encoding.ZLIB)
+
+  encoded = tf.constant(feature().encode_example(np.arange(3, dtype=np.float32)))
+
+  def dtype_warnings(records):
+    return [r for r in records if '.dtype` is deprecated' in r.getMessage()]
+
+  records = _capture_absl(monkeypatch)
+  np.testing.assert_array_equal(feature().decode_example(encoded).numpy(), [0, 1, 2])
+  assert dtype_warnings(records), 'TFDS no longer reads .dtype itself: drop the filter'
+  records.clear()
+  progress.quiet_library_info()
+  np.testing.assert_array_equal(feature().decode_example(encoded).numpy(), [0, 1, 2])
+  assert dtype_warnings(records) == []
+  assert feature().dtype == tf.float32  # read from outside TFDS: the user is told
+  assert len(dtype_warnings(records)) == 1
+
+
+def test_quiet_library_info_hides_jax_backend_probe_info_only(monkeypatch, jax_logger):
+  from absl import logging as absl_logging
+  from jax._src import xla_bridge
+  monkeypatch.setattr(absl_logging.get_absl_logger(), 'filters', [])
+  assert xla_bridge.logger is jax_logger  # jax still logs backend discovery there
+  progress.quiet_library_info()
+  assert not jax_logger.isEnabledFor(logging.INFO)
+  assert jax_logger.isEnabledFor(logging.WARNING)

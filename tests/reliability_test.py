@@ -229,8 +229,8 @@ def test_killed_data_build_shows_nothing_and_completes_on_rerun(tmp_path, env):
      r"unknown config field --config\.training\.bogus.*'bogus'"),
     (['--config=configs/ctm.py:test', '--workdir={tmp}/w', '--data_dir={tmp}/empty',
       f'--config.data.builder_config={TINY.name}'],
-     rf'knee_drr/{TINY.name} is not built in .*empty.*'
-     rf'python -m datasets\.knee_drr\.build {TINY.name} --data_dir .*empty'),
+     rf'knee_drr/{TINY.name}:1\.1\.0 is not built in .*empty.*'
+     rf'python -m datasets\.knee_drr\.build {TINY.name}:1\.1\.0 --data_dir .*empty'),
     (['--config=configs/ctm.py:test', '--config.training.batch_size=abc'],
      r'flag --config\.training\.batch_size=abc: .*abc'),
     (['--config=configs/ctm.py:test', '--config.sampling.method=euler'],

@@ -65,7 +65,13 @@ def test_fields_missing_from_older_saved_configs_get_their_defaults(tmp_path):
   paper = default.get_config('contour,paper')  # the defaults those runs were trained with
   for dotted in run_config.ADDED_FIELDS:
     section, leaf = dotted.split('.')
-    assert loaded[section][leaf] == paper[section][leaf], dotted
+    if dotted in run_config.DEFAULT_CHANGED:
+      assert loaded[section][leaf] != paper[section][leaf], dotted
+    else:
+      assert loaded[section][leaf] == paper[section][leaf], dotted
+  # Runs saved before data.version existed were trained on knee_drr 1.0.0: they read it.
+  assert loaded.data.version == '1.0.0' and paper.data.version == '1.1.0'
+  assert run_config.data_spec(loaded) == 'phantom_64:1.0.0'
   run_config.validate(loaded)
   # A field the run did save keeps its value (only missing ones are filled).
   saved['eval']['view_stride'] = 6
@@ -78,3 +84,15 @@ def json_dict(config, data_dir):
   d = config.to_dict()
   d['data']['data_dir'] = data_dir
   return d
+
+
+def test_data_spec_and_version_check():
+  config = default.get_config('contour,cpu')
+  assert run_config.data_spec(config) == 'phantom_64:1.1.0'
+  config.data.version = ''
+  assert run_config.data_spec(config) == 'phantom_64'  # TFDS: the newest version
+  run_config.validate(config)
+  config.data.version = 'v1'
+  with pytest.raises(ValueError, match=r"config.data.version='v1': expected a knee_drr "
+                                       r"version such as '1.1.0'"):
+    run_config.validate(config)

@@ -61,8 +61,18 @@ def split_images(ids: list[str], num_views: int, seed: int) -> dict[str, list[tu
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for knee_drr."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  # Older versions stay buildable (`knee_drr/phantom_64:1.0.0`), so that runs trained on
+  # them can be evaluated on the data they were trained on.
+  SUPPORTED_VERSIONS = [tfds.core.Version('1.0.0')]
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '1.1.0': "Phantom anatomy revision 2: each shaft's marrow canal reaches into the "
+               'metaphysis; 1.0.0 closed it with a 5 mm cortical plug, a bright band across '
+               'every shaft in the DRRs. ct_256 is unchanged.',
+  }
+  # knee_drr version -> phantom.make_phantom's revision.
+  PHANTOM_REVISION = {'1.0.0': 1, '1.1.0': 2}
   BUILDER_CONFIGS = [
       KneeDrrConfig(name='phantom_64', num_patients=33, detector=64, spacing_mm=2.0,
                     description='CPU scale: 33 procedural phantoms, 60 views, 64x64 '
@@ -120,7 +130,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _volume(self, what) -> tuple[np.ndarray, tuple]:
     cfg = self.builder_config
     if cfg.source == 'phantom':
-      p = phantom.make_phantom(int(what), spacing_mm=cfg.spacing_mm)
+      p = phantom.make_phantom(int(what), spacing_mm=cfg.spacing_mm,
+                               revision=self.PHANTOM_REVISION[str(self.version)])
       return p.hu, p.spacing_mm
     from score_sde_knee import ct_io
     ct = ct_io.load_ct(what, spacing_mm=cfg.spacing_mm)
@@ -148,7 +159,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     fields = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
     key = hashlib.sha256(fields.encode()).hexdigest()[:10]
     path = os.path.join(os.fspath(self.data_dir_root), 'knee_drr_cache',
-                        f'{cfg.name}-{self.VERSION}-{key}')
+                        f'{cfg.name}-{self.version}-{key}')
     os.makedirs(path, exist_ok=True)
     return path
 

@@ -63,3 +63,25 @@ def test_build_is_deterministic_and_resumes_from_its_cache(tmp_path):
   for e in a:
     assert set(np.unique(e['contour_bone'])) <= {0.0, 0.5, 1.0}
     np.testing.assert_array_equal(e['contour'], np.where(e['image'] > 0.1, 0.5, 0.0))
+
+
+def test_each_version_rebuilds_with_its_phantom_revision(tmp_path):
+  from score_sde_knee import phantom
+  cfg = kb.KneeDrrConfig(name='rev_probe', num_patients=3, detector=16, num_views=6,
+                         spacing_mm=4.0)
+  versions = [str(v) for v in [kb.Builder.VERSION] + kb.Builder.SUPPORTED_VERSIONS]
+  assert sorted(kb.Builder.PHANTOM_REVISION) == sorted(versions)
+  assert kb.Builder.PHANTOM_REVISION[str(kb.Builder.VERSION)] == phantom.REVISION
+  from configs import default  # new runs train on the newest version
+  assert default.get_config('cpu').data.version == str(kb.Builder.VERSION)
+  volumes, caches = {}, set()
+  for v in versions:
+    b = kb.Builder(config=cfg, data_dir=str(tmp_path), version=v)
+    assert str(b.version) == v
+    hu, spacing = b._volume(1)  # pylint: disable=protected-access
+    ref = phantom.make_phantom(1, spacing_mm=4.0, revision=kb.Builder.PHANTOM_REVISION[v])
+    np.testing.assert_array_equal(hu, ref.hu)
+    volumes[v] = hu
+    caches.add(b._cache_dir())  # pylint: disable=protected-access
+  assert len(caches) == len(versions)  # a version never reuses another's cached scans
+  assert not np.array_equal(volumes['1.0.0'], volumes['1.1.0'])
