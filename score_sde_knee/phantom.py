@@ -35,9 +35,9 @@ _FAR = 400.0         # Stand-in for "beyond the field" along shafts.
 _NOISE_SOFT_MM = 12.0
 _NOISE_BONE_MM = 2.5
 # Revisions of the anatomy; each knee_drr version names the one it was built with.
-#   1: knee_drr 1.0.0. Each shaft's marrow canal began 5 mm beyond the metaphysis, so a
-#      5 mm disc of solid cortex closed it: a bright transverse band across every shaft in
-#      the DRRs, which no real bone has.
+#   1: knee_drr 1.0.0. Each shaft's marrow canal began 5 mm (x `scale`) beyond the
+#      metaphysis, so a disc of solid cortex that thick closed it: a bright transverse band
+#      across every shaft in the DRRs, which no real bone has.
 #   2: knee_drr 1.1.0. The canal reaches 5 mm into the metaphysis: trabecular bone turns
 #      into marrow with no cortical plug between them.
 REVISION = 2
@@ -164,6 +164,8 @@ def _soft_tissue(p, g, noise) -> np.ndarray:
 def _bones(p, g, hu, noise, revision: int) -> None:
   """Paints joint space, femur, patella, tibia and fibula (outer shells before insides)."""
   s, sh = p['scale'], p['shell']
+  # How far each marrow canal reaches past its metaphysis's base (REVISIONS): revision 1's
+  # stopped 5 mm short, leaving solid cortex between the two.
   canal_into_metaphysis = 5 * s if revision >= 2 else -5 * s
   off = np.array(p['offset_mm'][::-1])  # (x, y, z)
   rf = _rot(p['flexion_deg'] / 2, -p['varus_valgus_deg'] / 2)
