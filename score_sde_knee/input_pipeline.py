@@ -88,11 +88,9 @@ def create_datasets(config: ml_collections.ConfigDict, *, start_step: int = 0,
                                          process_count=process_count, drop_remainder=True)
   train_base = _read(builder, train_split, config)
   val_base = _read(builder, val_split, config)
-  n = _num_examples(train_base, f'{config.data.name}/{config.data.builder_config} '
-                                f'{train_split}')
+  n = _num_examples(train_base, f'{_name(config)} {train_split}')
   if _num_examples(val_base, f'{val_split}') == 0:
-    raise ValueError(f'The validation split of {config.data.name}/'
-                     f'{config.data.builder_config} has no examples for host '
+    raise ValueError(f'The validation split of {_name(config)} has no examples for host '
                      f'{process_index} of {process_count}.')
 
   train = train_stream(train_base, n, per_host=per_host, seed=config.seed,
@@ -141,13 +139,10 @@ def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 
   'angle_deg' (n,) float32.
   """
   hide_gpus_from_tf()
-  name = f'{config.data.name}/{run_config.data_spec(config)}'
+  name = _name(config)
   builder = _builder(config)
   if not builder.is_prepared():
-    from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
-    raise FileNotFoundError(
-        f'The data set {name} is not built in {builder.data_dir}. Build it first: '
-        f'{build.build_command(run_config.data_spec(config), config.data.data_dir)}')
+    raise _not_built(builder, config)
   if split not in builder.info.splits:
     raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
   ds = builder.as_dataset(split=split, shuffle_files=False,
@@ -197,11 +192,23 @@ def _options() -> tf.data.Options:
   return options
 
 
+def _name(config: ml_collections.ConfigDict) -> str:
+  return f'{config.data.name}/{run_config.data_spec(config)}'  # knee_drr/phantom_64:1.1.0
+
+
+def _not_built(builder: tfds.core.DatasetBuilder,
+               config: ml_collections.ConfigDict) -> FileNotFoundError:
+  from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
+  return FileNotFoundError(
+      f'The data set {_name(config)} is not built in {builder.data_dir}. Build it first: '
+      f'{build.build_command(run_config.data_spec(config), config.data.data_dir)}')
+
+
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   # Importing the builder module registers 'knee_drr' with TFDS.
   # pylint: disable-next=g-import-not-at-top,unused-import
   import datasets.knee_drr.knee_drr_dataset_builder
-  name = f'{config.data.name}/{run_config.data_spec(config)}'
+  name = _name(config)
   try:
     return tfds.builder(name, data_dir=config.data.data_dir or None)
   except AssertionError as e:  # TFDS's way of saying 'no such version'
@@ -220,12 +227,7 @@ def _read(builder: tfds.core.DatasetBuilder, split: str,
   except AssertionError as e:
     if 'could not find data' not in str(e):
       raise
-    from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
-    raise FileNotFoundError(
-        f'The data set {builder.name}/{run_config.data_spec(config)} is not built in '
-        f'{builder.data_dir}. Build it first: '
-        f'{build.build_command(run_config.data_spec(config), config.data.data_dir)}'
-        ) from None
+    raise _not_built(builder, config) from None
   # Options again here, not only through read_config, which TFDS may not apply (its
   # mock_data does not): every stream built on this read is then deterministic and untuned.
   return (ds.map(_preprocess_fn(config), num_parallel_calls=tf.data.AUTOTUNE)

@@ -4,40 +4,18 @@ Each figure is recomputed here with numpy from the per-seed values in the JSON f
 taken from the summary the benchmark printed, so a slip in copying or in the summary shows.
 """
 import json
-import os
 
 import numpy as np
 import pytest
 
 from benchmarks import plot_ctm_contour_runs as plot_runs
+from readme_test import mean_std, read, table_rows  # the same Markdown reading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
-
-
-def _table(header_start: str) -> dict[str, list[str]]:
-  """First cell -> other cells, for each row of RESULTS.md's table whose header starts so."""
-  with open(os.path.join(ROOT, 'benchmarks', 'RESULTS.md'), encoding='utf-8') as f:
-    lines = f.read().splitlines()
-  starts = [i for i, line in enumerate(lines) if line.startswith(header_start)]
-  assert len(starts) == 1, f'{len(starts)} tables start with {header_start!r}'
-  rows = {}
-  for line in lines[starts[0] + 2:]:
-    if not line.startswith('|'):
-      break
-    cells = [c.strip().strip('*').strip() for c in line.strip().strip('|').split('|')]
-    rows[cells[0]] = cells[1:]
-  return rows
+RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
 
 def _load(name: str) -> dict:
-  with open(os.path.join(RESULTS, name), encoding='utf-8') as f:
-    return json.load(f)
-
-
-def _mean_std(cell: str) -> tuple[float, float]:
-  mean, std = cell.split('±')
-  return float(mean), float(std.split()[0])
+  return json.loads(read('benchmarks', 'results', name))
 
 
 def _decimals(cell: str) -> int:
@@ -58,9 +36,9 @@ SNR_ROWS = {  # RESULTS row label -> file (session 18's three snr values, sessio
 
 @pytest.mark.parametrize('label', sorted(SNR_ROWS))
 def test_snr_table_matches_its_result_files(label):
-  rows = _table('| CTM contour, sigma_max 128, step 2000, 30 test images |')
+  rows = table_rows(RESULTS_MD, '| CTM contour, sigma_max 128, step 2000, 30 test images |')
   assert set(SNR_ROWS) <= set(rows)
-  nfe, per_seed, mean_std, gap, mae, ssim, avg4, var_mse, calib = rows[label]
+  nfe, per_seed, mean_cell, gap, mae, ssim, avg4, var_mse, calib = rows[label]
   d, ref = _load(SNR_ROWS[label]), _load(SNR_ROWS['snr 0.4 (paper; session 17)'])
   assert d['seeds'] == ref['seeds'] == [42, 43, 44, 45]
   assert d['n_images'] == 30 and d['checkpoint_step'] == 2000
@@ -72,11 +50,11 @@ def test_snr_table_matches_its_result_files(label):
   psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
   quoted = [float(x) for x in per_seed.split('/')]
   np.testing.assert_array_equal(quoted, np.round(psnr, 2))
-  m, s = _mean_std(mean_std)
+  m, s = mean_std(mean_cell)
   assert (m, s) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
   if gap:  # paired with the snr 0.4 draw of the same seed
     diff = psnr - np.asarray(ref['single_sample_psnr_per_seed'])
-    g, gs = _mean_std(gap)
+    g, gs = mean_std(gap)
     assert (g, gs) == (round(diff.mean(), 2), round(diff.std(ddof=1), 2))
   else:
     assert label.startswith('snr 0.4')
@@ -93,16 +71,16 @@ def test_snr_table_matches_its_result_files(label):
 
 
 def test_snr_table_unet_row_is_the_four_unet_runs():
-  rows = _table('| CTM contour, sigma_max 128, step 2000, 30 test images |')
+  rows = table_rows(RESULTS_MD, '| CTM contour, sigma_max 128, step 2000, 30 test images |')
   cells = rows['U-Net contour, four runs']
-  m, s = _mean_std(cells[2])
+  m, s = mean_std(cells[2])
   psnr = np.asarray(plot_runs.collect()['unet_psnr'])  # Table I's run and three more
   assert len(psnr) == 4
   assert (m, s) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
 
 
 def test_data_version_demo_table_matches_its_result_file():
-  rows = _table('| seed | knee_drr 1.0.0 | knee_drr 1.1.0 | 1.1.0 - 1.0.0 |')
+  rows = table_rows(RESULTS_MD, '| seed | knee_drr 1.0.0 | knee_drr 1.1.0 | 1.1.0 - 1.0.0 |')
   runs = _load('demo_data_versions_s19_cpu.json')['runs']
   psnr = {(r['seed'], r['data'].split(':')[1]): r for r in runs}
   assert len(psnr) == 6 and {r['n'] for r in runs} == {30}
@@ -111,12 +89,12 @@ def test_data_version_demo_table_matches_its_result_file():
     label = next(k for k in rows if k.split()[0] == str(seed))
     a, b = psnr[(seed, '1.0.0')], psnr[(seed, '1.1.0')]
     cells = rows[label]
-    assert _mean_std(cells[0]) == (round(a['psnr_mean'], 2), round(a['psnr_std'], 2))
-    assert _mean_std(cells[1]) == (round(b['psnr_mean'], 2), round(b['psnr_std'], 2))
+    assert mean_std(cells[0]) == (round(a['psnr_mean'], 2), round(a['psnr_std'], 2))
+    assert mean_std(cells[1]) == (round(b['psnr_mean'], 2), round(b['psnr_std'], 2))
     # The difference of the rounded cells, as a reader would check it.
     assert float(cells[2]) == pytest.approx(round(b['psnr_mean'], 2) - round(a['psnr_mean'], 2))
     old.append(a['psnr_mean'])
     new.append(b['psnr_mean'])
   summary = rows['mean ± std over seeds']
   for cell, x in zip(summary, (np.array(old), np.array(new), np.subtract(new, old))):
-    assert _mean_std(cell) == (round(x.mean(), 2), round(x.std(ddof=1), 2)), cell
+    assert mean_std(cell) == (round(x.mean(), 2), round(x.std(ddof=1), 2)), cell

@@ -15,7 +15,7 @@ FRAME = (Rotation.from_euler('xyz', [23, -31, 12], degrees=True).as_matrix(),
 
 def _volume(prim: shapes.Prim, h: float, shrink: float = 0.0) -> float:
   g = shapes.make_grid(FIELD_MM, h)
-  box, occ = prim.occupancy(g, shrink)
+  _, occ = prim.occupancy(g, shrink)
   assert occ.min() >= 0 and occ.max() <= 1
   return float(occ.astype(np.float64).sum()) * h**3
 
