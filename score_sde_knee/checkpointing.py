@@ -162,7 +162,7 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
       if hasattr(k, attr):
         return str(getattr(k, attr))
     return str(k)
-  leaves = jax.tree_util.tree_flatten_with_path(
+  leaves = jax.tree.flatten_with_path(
       tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
   return {'/'.join(name(k) for k in path): tuple(leaf.shape)
           for path, leaf in leaves if hasattr(leaf, 'shape')}

@@ -101,7 +101,7 @@ def cast_params(params: Params, dtype: str) -> Params:
   def cast(path, p):
     keep = any('GaussianFourierProjection' in str(getattr(k, 'key', '')) for k in path)
     return p if keep else p.astype(dtype)
-  return jax.tree_util.tree_map_with_path(cast, params)
+  return jax.tree.map_with_path(cast, params)
 
 
 def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str,
