@@ -98,3 +98,30 @@ def test_data_version_demo_table_matches_its_result_file():
   summary = rows['mean ± std over seeds']
   for cell, x in zip(summary, (np.array(old), np.array(new), np.subtract(new, old))):
     assert mean_std(cell) == (round(x.mean(), 2), round(x.std(ddof=1), 2)), cell
+
+
+def test_table_one_on_data_version_1_1_0_matches_its_result_file():
+  """Session 20's Table I rerun: each cell from the per-image values (std ddof=0, as
+  report.py), a blank cell exactly where no model was evaluated."""
+  rows = table_rows(RESULTS_MD, '| method (knee_drr 1.1.0) | contour MAE |')
+  result = _load('table1_v1.1.0_s20_cpu.json')
+  got = {(r['metrics']['method'], r['metrics']['condition']): r['metrics']
+         for r in result['runs'] if 'metrics' in r}
+  assert {r['metrics']['data'] for r in result['runs'] if 'metrics' in r} == {
+      'knee_drr/phantom_64:1.1.0'}
+  assert all(r['rc'] == 0 for r in result['runs'])
+  assert set(rows) == {'U-Net', 'CSM', 'CTM'} and len(got) >= 2
+  for method, name in (('unet', 'U-Net'), ('csm', 'CSM'), ('ctm', 'CTM')):
+    cells = rows[name]
+    for j, condition in enumerate(('contour', 'contour_bone')):
+      mae_cell, psnr_cell = cells[2 * j], cells[2 * j + 1]
+      metrics = got.get((method, condition))
+      if metrics is None:
+        assert mae_cell == psnr_cell == '—', (name, condition)
+        continue
+      assert metrics['checkpoint_step'] == 2000 and metrics['view_stride'] == 6
+      for cell, key in ((mae_cell, 'mae'), (psnr_cell, 'psnr')):
+        x = np.array([p[key] for p in metrics['per_image']])
+        mean, std = (t.strip() for t in cell.split('±'))
+        assert (float(mean), float(std)) == (_rounded(x.mean(), mean),
+                                             _rounded(x.std(), std)), (name, condition, key)
