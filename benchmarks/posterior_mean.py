@@ -15,7 +15,8 @@ spread of the draws (`spread`: is a single draw's error all posterior spread?). 
 
 Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/ through
 `evaluate.evaluate(out_dir=...)`, so an interrupted run resumes. Prints one JSON object and
-writes out/posterior_<method>_<condition>.json and .png. --step=S draws from the kept
+writes out/posterior_<method>_<condition>_<setting>.json and .png (the setting as a
+folder name: pc:17:snr=0.4 -> pc-17-snr0.4). --step=S draws from the kept
 checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_stepS.*).
 --split=validation draws on that split's eval subset instead (folders
 eval_posterior_validation/..., files *_validation.*): a check, on images no setting was
@@ -154,7 +155,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     label, value = reference_psnr
     result['reference'] = {'workdir': None, 'method': label, 'psnr': value, 'mae': None}
   os.makedirs(out, exist_ok=True)
-  stem = os.path.join(out, f'posterior_{base.method}_{condition}'
+  # The setting is in the name so that several settings can share one --out folder.
+  stem = os.path.join(out, f'posterior_{base.method}_{condition}_{tag}'
                       + ('' if step is None else f'_step{step}')
                       + (f'_{split}' if other_split else ''))
   files.write_json(stem + '.json', result)

@@ -278,8 +278,14 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   assert len(per_seed['ssim']) == len(per_seed['dice_bone']) == 1
   assert os.path.exists(os.path.join(wd, 'eval_posterior', 'step_2', 'contour_bone', 'pc-2',
                                      'seed_7', 'metrics.json'))
-  assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2.json')
+  first = tmp_path / 'pm' / 'posterior_unet_contour_bone_pc-2_step2.json'
+  assert os.path.exists(first)
   assert not os.path.exists(os.path.join(wd, 'eval'))  # no evaluation of its own written
+  # A second setting into the same folder gets its own file; the first one's is kept.
+  before = first.read_bytes()
+  posterior_mean.run(wd, 1, 'pc:3', None, str(tmp_path / 'pm'), step=2, first_seed=7)
+  assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_pc-3_step2.json')
+  assert first.read_bytes() == before
 
   # Another split: its own folders and file, the zero image scored on that split's images.
   val = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
@@ -293,7 +299,7 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   assert abs(got['single_sample_psnr_mean'] - zero_psnr) > 1e-3  # other images indeed
   assert os.path.exists(os.path.join(wd, 'eval_posterior_validation', 'step_2',
                                      'contour_bone', 'pc-2', 'seed_7', 'metrics.json'))
-  assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_step2_validation.json')
+  assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_pc-2_step2_validation.json')
   with pytest.raises(ValueError, match="--reference is a run's own evaluation of 'test'"):
     posterior_mean.run(wd, 1, 'pc:2', wd, str(tmp_path / 'pm'), step=2, split='validation')
 
