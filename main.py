@@ -5,6 +5,7 @@
     python main.py --mode=train --config=configs/ctm.py:contour_bone,cpu --workdir=runs/ctm
     python main.py --mode=eval  --workdir=runs/ctm                        # saved config
     python main.py --mode=eval  --workdir=runs/ctm --step=1500            # an older checkpoint
+    python main.py --mode=eval  --workdir=runs/ctm --sampler=fast         # 49 evaluations
     python main.py --mode=sample --workdir=runs/ctm --masks=masks/ --out=synthetic/
 """
 import os
@@ -33,6 +34,10 @@ flags.DEFINE_enum('condition', None, ['contour', 'contour_bone'],
                   'eval/sample: the condition (default: the training one; csm: either).')
 flags.DEFINE_integer('step', None, 'eval: evaluate this checkpoint step instead of the '
                      'newest (results in workdir/eval/step_<step>/).')
+flags.DEFINE_string('sampler', None, "eval/sample: 'fast' (49 network evaluations, the "
+                    "setting measured for the run's method in benchmarks/RESULTS.md) or a "
+                    'setting solver:n[:name=value,...] such as pc:100, instead of the '
+                    "run's sampler; eval results go to workdir/eval_samplers/.")
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
 flags.DEFINE_bool('library_logs', False, "Show the INFO lines of orbax, TFDS and jax's "
                   "backend search, and TFDS's warning about its own use of .dtype "
@@ -47,6 +52,9 @@ def _config():
 def _run(_):
   if FLAGS.step is not None and FLAGS.mode != 'eval':
     raise ValueError(f'--step applies to --mode=eval only, not --mode={FLAGS.mode}.')
+  if FLAGS.sampler is not None and FLAGS.mode not in ('eval', 'sample'):
+    raise ValueError(f'--sampler applies to --mode=eval and --mode=sample only, not '
+                     f'--mode={FLAGS.mode}.')
   from score_sde_knee import progress
   if not FLAGS.library_logs:
     progress.quiet_library_info()
@@ -71,12 +79,13 @@ def _run(_):
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == 'eval':
     from score_sde_knee import evaluate
-    evaluate.evaluate(config, FLAGS.workdir, step=FLAGS.step)
+    evaluate.evaluate(config, FLAGS.workdir, step=FLAGS.step, sampler=FLAGS.sampler)
   elif FLAGS.mode == 'sample':
     from score_sde_knee import generate
     generate.generate(config, FLAGS.workdir, masks=FLAGS.masks, out=FLAGS.out,
                       num_samples=FLAGS.num_samples, seed=FLAGS.seed, snap=FLAGS.snap,
-                      resize=FLAGS.resize, tfds_dir=FLAGS.export_tfds)
+                      resize=FLAGS.resize, tfds_dir=FLAGS.export_tfds,
+                      sampler=FLAGS.sampler)
 
 
 def _fail(message: str) -> None:

@@ -35,8 +35,7 @@ import numpy as np
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import sampler_curve  # pylint: disable=g-import-not-at-top
-from score_sde_knee import evaluate
+from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
 from score_sde_knee import input_pipeline
@@ -44,6 +43,7 @@ from score_sde_knee import metrics
 from score_sde_knee import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 from score_sde_knee import visualize
 from score_sde_knee import xla_cpu
 
@@ -112,8 +112,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     base.eval.split = split
   root = 'eval_posterior' + (f'_{split}' if other_split else '')
   condition = evaluate.eval_condition(base)
-  config = sampler_curve.configure(base, setting)
-  tag = sampler_curve.setting_dir(setting)
+  config = sampler_setting.configure(base, setting)
+  tag = sampler_setting.setting_dir(setting)
   draws, per_seed = [], []
   others = {m: [] for m in OTHER_METRICS}
   for s, seed in enumerate(seeds):
@@ -210,7 +210,7 @@ def summarize(paths: list[str]) -> list[dict]:
       r = json.load(f)
     # Stored by run(), so a summary outlives its workdir; older files need the run's config.
     nfe = r['nfe'] if 'nfe' in r else fast_sampling.nfe(
-        sampler_curve.configure(run_config.load(r['workdir']), r['setting']))
+        sampler_setting.configure(run_config.load(r['workdir']), r['setting']))
     psnr = np.asarray(r['single_sample_psnr_per_seed'], np.float64)
     std = float(psnr.std(ddof=1)) if len(psnr) > 1 else float('nan')
     rows.append({'setting': r['setting'], 'nfe': nfe,
@@ -289,7 +289,7 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--workdir', help='a trained CTM or CSM run (required unless --summarize)')
   p.add_argument('--k', type=int, default=8, help='samples per image (seeds)')
-  p.add_argument('--setting', default='pc:100', help='as in sampler_curve: solver:n[:...]')
+  p.add_argument('--setting', default='pc:100', help='solver:n[:name=value,...] (score_sde_knee/sampler_setting.py)')
   p.add_argument('--condition', default=None, help='CSM: contour or contour_bone')
   p.add_argument('--reference', default=None, help='a run evaluated with --mode=eval')
   p.add_argument('--reference_psnr', default=None,

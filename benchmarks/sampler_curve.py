@@ -20,7 +20,6 @@ import os
 import sys
 import time
 
-import ml_collections
 import numpy as np
 
 if not __package__:  # Run as a script: make the repository importable.
@@ -33,62 +32,13 @@ from score_sde_knee import input_pipeline
 from score_sde_knee import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 from score_sde_knee import visualize
 from score_sde_knee import xla_cpu
 
 DEFAULT_SETTINGS = ('heun:5', 'heun:10', 'heun:18', 'heun:25', 'dpm2:10', 'dpm2:25',
                     'pc:50', 'pc:100')
 KEYS = ('psnr', 'mae', 'dice', 'ssim')
-
-
-# Short names for the sampler fields a setting may override after `solver:n:`.
-OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
-           'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each', 't0': 't0',
-           'jump': 't_jump', 'pre': 'precond', 'prew': 'precond_width',
-           'mom': 'momentum'}
-TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
-INT_OPTIONS = ('nc',)      # Langevin steps per level (pc).
-
-
-def configure(config, setting: str):
-  """A copy of config sampling with `solver:n[:name=value,...]`.
-
-  n = ode_steps for heun/dpm2 and N for pc; names from OPTIONS, e.g.
-  'heun:18:churn=10,tmin=0.05,tmax=10' is EDM's stochastic sampler (Alg. 2) and
-  'pc:25:pred=ancestral' PC with the ancestral predictor, 'pc:10:nc=4' four Langevin
-  steps per level, 'pc:25:t0=0.6' CSM (SDEdit) started at t0 = 0.6, 'pc:25:jump=0.5' a
-  first step from t = 1 straight to t = 0.5, 'pc:25:pre=3,prew=4' a corrector whose
-  lowest frequencies take 4x the step (Gaussian low-pass of std 4 px), 'pc:25:mom=0.8' an
-  underdamped corrector that keeps 80 % of its velocity per step.
-  """
-  parts = setting.split(':')
-  if len(parts) not in (2, 3):
-    raise ValueError(f'setting {setting!r}: expected solver:n[:name=value,...]')
-  solver, n = parts[:2]
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.sampling.method = solver
-  if solver == 'pc':
-    config.sde.num_scales = int(n)
-  else:
-    config.sampling.ode_steps = int(n)
-  for item in (parts[2].split(',') if len(parts) == 3 else []):
-    name, _, value = item.partition('=')
-    if name not in OPTIONS or not value:
-      raise ValueError(f'setting {setting!r}: {item!r} is not name=value with a name in '
-                       f'{sorted(OPTIONS)}')
-    try:
-      config.sampling[OPTIONS[name]] = (value if name in TEXT_OPTIONS else
-                                        int(value) if name in INT_OPTIONS else float(value))
-    except ValueError as e:
-      raise ValueError(f'setting {setting!r}: {name}={value!r} is not a number'
-                       + (' (an integer)' if name in INT_OPTIONS else '')) from e
-  run_config.validate(config)
-  return config
-
-
-def setting_dir(setting: str) -> str:
-  """A folder name for a setting: 'heun:25:churn=40,tmax=30' -> 'heun-25-churn40_tmax30'."""
-  return setting.replace(':', '-').replace(',', '_').replace('=', '')
 
 
 def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4,
@@ -112,11 +62,11 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
                    'nfe': fast_sampling.nfe(base), 'seconds': None,
                    **{k: ref.get(f'{k}_mean') for k in KEYS}})
       for setting in settings:
-        config = configure(base, setting)
+        config = sampler_setting.configure(base, setting)
         print(f'== {workdir} {condition} {setting}', file=sys.stderr, flush=True)
         t = time.monotonic()
         got = evaluate.evaluate(config, workdir, step=step,
-                                out_dir=_setting_dir(workdir, condition, setting, step))
+                                out_dir=evaluate.sampler_dir(workdir, condition, setting, step))
         rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
                      'setting': setting, 'nfe': fast_sampling.nfe(config),
                      'seconds': time.monotonic() - t,
@@ -133,11 +83,6 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
   files.write_json(os.path.join(out, 'curve.json'), result)
   plot(rows, os.path.join(out, 'curve.png'))
   return result
-
-
-def _setting_dir(workdir: str, condition: str, setting: str, step: int | None) -> str:
-  return os.path.join(evaluate.output_dir(workdir, condition, step, root='eval_samplers'),
-                      setting_dir(setting))
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -202,7 +147,7 @@ def save_samples_grid(workdir: str, condition: str, settings: list[str], path: s
   for setting in settings:
     columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', '\n'),
                     report.load_samples(os.path.join(
-                        _setting_dir(workdir, condition, setting, step), 'samples.npz'))))
+                        evaluate.sampler_dir(workdir, condition, setting, step), 'samples.npz'))))
   common = sorted(set.intersection(*(set(c) for _, c in columns)))
   pick = report.evenly_spaced(common, num_images)
   data = input_pipeline.load_split(config, config.eval.split, max(pick) + 1)

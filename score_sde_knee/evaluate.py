@@ -2,6 +2,7 @@
 
     python main.py --mode=eval --workdir=runs/ctm_c                        # saved config
     python main.py --mode=eval --workdir=runs/csm --condition=contour_bone # CSM: either one
+    python main.py --mode=eval --workdir=runs/ctm_c --sampler=fast         # 49 evaluations
 
 Output, one folder per condition (one unconditional CSM model serves both conditions, so
 its workdir holds two; every other method holds the one it was trained on):
@@ -9,6 +10,7 @@ its workdir holds two; every other method holds the one it was trained on):
   workdir/eval/<condition>/metrics.json             summary + per-image metrics
   workdir/eval/metrics.json                         the same, for the training condition
   workdir/eval/<condition>/samples.npz              'samples' (n, H, W, 1), 'indices' (n,)
+  workdir/eval_samplers/<condition>/<setting>/      the same for --sampler=<setting>
 
 Images: the config.eval.split of knee_drr in file order (deterministic), every
 config.eval.view_stride-th view of each patient, the first config.eval.num_images of them
@@ -45,12 +47,14 @@ from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import progress
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
 
 Params = Any
 CONDITIONS = ('contour', 'contour_bone')
 EVAL_DIR = 'eval'
+SAMPLERS_DIR = 'eval_samplers'  # --sampler's and the sampler benchmarks' evaluations
 _EVAL_STREAM = 3  # fold_in tag: keeps eval noise apart from training (0-2) streams.
 
 
@@ -81,6 +85,13 @@ def output_dir(workdir: str, condition: str, step: int | None = None,
   if step is None:
     return os.path.join(workdir, root, condition)
   return os.path.join(workdir, root, f'step_{step}', condition)
+
+
+def sampler_dir(workdir: str, condition: str, setting: str, step: int | None = None) -> str:
+  """workdir/eval_samplers/[step_S/]<condition>/<setting as a folder name>: where another
+  sampler's evaluation goes, beside the run's own (shared by --sampler and the benchmarks)."""
+  return os.path.join(output_dir(workdir, condition, step, root=SAMPLERS_DIR),
+                      sampler_setting.setting_dir(setting))
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -187,7 +198,8 @@ def image_metrics(samples: np.ndarray, images: np.ndarray, cond: np.ndarray,
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              max_batches: int | None = None,
              out_dir: str | None = None,
-             step: int | None = None) -> dict[str, Any] | None:
+             step: int | None = None,
+             sampler: str | None = None) -> dict[str, Any] | None:
   """Samples the eval split with a checkpoint's EMA parameters; writes metrics.
 
   Args:
@@ -199,11 +211,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       compare samplers on one checkpoint without replacing the run's own evaluation).
     step: the checkpoint to evaluate (default: the newest); results then go to
       workdir/eval/step_<step>/<condition> unless out_dir says otherwise.
+    sampler: 'fast' or a setting `solver:n[:name=value,...]` (sampler_setting.py) to
+      sample with instead of the config's; results then go to sampler_dir(...) unless
+      out_dir says otherwise, so the run's own evaluation is never replaced.
   Returns:
     The metrics.json content, or None if stopped by max_batches before the end.
   """
   workdir = os.fspath(workdir)
   condition = eval_condition(config)
+  if sampler:
+    config, setting = sampler_setting.apply(config, sampler)
+    out_dir = sampler_dir(workdir, condition, setting, step) if out_dir is None else out_dir
   e = config.eval
   mesh = parallel.make_mesh()
   batch_size = int(e.batch_size)

@@ -3,6 +3,7 @@
     python main.py --mode=sample --workdir=runs/ctm_cb --masks=masks/ --out=synthetic/ \
         --num_samples=4 --seed=0 [--resize] [--snap] [--export_tfds=synthetic_tfds/]
     python main.py --mode=sample --workdir=runs/ctm_cb --masks=test --out=synthetic_test/
+    python main.py --mode=sample --workdir=runs/ctm_cb --masks=masks/ --out=fast/ --sampler=fast
 
 Masks (--masks): a PNG (8-bit grayscale: value / 255; 16-bit: value / 65535), an NPY
 ((H, W) or (H, W, 1) numbers, used as they are), a folder of them (sorted by name, other
@@ -16,6 +17,9 @@ config.data.image_size. Options:
                           contour; {0, 0.5, 1} otherwise).
   resize=True (--resize)  resize masks of another size to image_size x image_size with
                           nearest neighbours, so labels stay labels.
+  sampler='fast'          the 49-evaluation sampler of benchmarks/RESULTS.md instead of
+  (--sampler=fast)        the config's (PC N = 500: 999), or any setting such as pc:100
+                          (score_sde_knee/sampler_setting.py).
 Outputs in `out`, for mask <name> (its file stem, or test_<index>) and sample k:
   <name>_s<k>.png   16-bit grayscale PNG, round(x * 65535)
   <name>_s<k>.npy   float32 (H, W, 1) in [0, 1]
@@ -52,6 +56,7 @@ from score_sde_knee import input_pipeline
 from score_sde_knee import parallel
 from score_sde_knee import progress
 from score_sde_knee import report
+from score_sde_knee import sampler_setting
 from score_sde_knee import visualize
 
 MANIFEST = 'manifest.json'
@@ -181,16 +186,21 @@ def load_masks(spec: str, config: ml_collections.ConfigDict, *, snap: bool = Fal
 
 def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out: str,
              num_samples: int = 1, seed: int = 0, snap: bool = False,
-             resize: bool = False, tfds_dir: str | None = None) -> dict[str, Any]:
+             resize: bool = False, tfds_dir: str | None = None,
+             sampler: str | None = None) -> dict[str, Any]:
   """Samples num_samples radiographs per mask into `out`; returns the manifest.
 
   tfds_dir: if given, the outputs are then exported there (`export_tfds`).
+  sampler: 'fast' or a setting `solver:n[:name=value,...]` (sampler_setting.py) instead
+    of the config's sampler; the manifest records it, so `out` holds one sampler's images.
   """
   if not masks or not out:
     raise ValueError('--mode=sample needs --masks=FILE|FOLDER|test and --out=FOLDER')
   if num_samples < 1:
     raise ValueError(f'--num_samples must be >= 1, got {num_samples}')
   condition = evaluate.eval_condition(config)
+  if sampler:
+    config, _ = sampler_setting.apply(config, sampler)
   if tfds_dir and condition != 'contour_bone':
     raise ValueError(
         f'--export_tfds needs contour_bone masks, but this {config.method} model uses '

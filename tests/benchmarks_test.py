@@ -1,4 +1,5 @@
-"""The benchmark scripts' own logic: setting strings, the average-of-k curve, --step."""
+"""The benchmark scripts' own logic: the average-of-k curve, summaries, --step (setting
+strings: sampler_setting_test.py)."""
 import json
 import math
 import os
@@ -18,37 +19,6 @@ from score_sde_knee import evaluate
 from score_sde_knee import files
 from score_sde_knee import run_config
 from score_sde_knee import visualize
-
-
-def test_configure_sets_solver_steps_and_options():
-  base = ctm.get_config('contour,cpu')
-  c = sampler_curve.configure(base, 'heun:12:churn=10,tmin=0.05,tmax=8,snoise=1.003')
-  assert (c.sampling.method, c.sampling.ode_steps) == ('heun', 12)
-  assert (c.sampling.s_churn, c.sampling.s_tmin, c.sampling.s_tmax,
-          c.sampling.s_noise) == (10.0, 0.05, 8.0, 1.003)
-  pc = sampler_curve.configure(base, 'pc:50:snr=0.2')
-  assert (pc.sampling.method, pc.sde.num_scales, pc.sampling.snr) == ('pc', 50, 0.2)
-  anc = sampler_curve.configure(base, 'pc:25:pred=ancestral')
-  assert (anc.sde.num_scales, anc.sampling.predictor) == (25, 'ancestral')
-  more = sampler_curve.configure(base, 'pc:10:nc=4')
-  assert more.sampling.n_steps_each == 4 and isinstance(more.sampling.n_steps_each, int)
-  assert sampler_curve.configure(base, 'pc:25:t0=0.6').sampling.t0 == 0.6
-  assert sampler_curve.configure(base, 'pc:25:jump=0.74').sampling.t_jump == 0.74
-  pre = sampler_curve.configure(base, 'pc:25:pre=3,prew=16').sampling
-  assert (pre.precond, pre.precond_width) == (3.0, 16.0)
-  assert sampler_curve.configure(base, 'pc:17:mom=0.8').sampling.momentum == 0.8
-  assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
-
-
-@pytest.mark.parametrize('setting, match', [
-    ('heun', 'solver:n'), ('heun:18:churn', 'churn'), ('heun:18:speed=2', 'speed'),
-    ('heun:18:churn=-1', 's_churn'), ('pc:25:pred=ddim', 'predictor'),
-    ('heun:18:churn=lots', 'churn=.lots. is not a number'),
-    ('pc:10:nc=2.5', 'an integer'), ('pc:25:jump=0', 't_jump'),
-    ('pc:25:prew=0', 'precond_width'), ('pc:25:mom=1', 'momentum=1.0: expected a value >= 0.0 and < 1.0')])
-def test_configure_rejects_bad_settings(setting, match):
-  with pytest.raises(ValueError, match=match):
-    sampler_curve.configure(ctm.get_config('contour,cpu'), setting)
 
 
 def test_average_curve_matches_analytic_psnr():

@@ -1,9 +1,9 @@
 """demo: the laptop run is the cpu preset plus a few documented overrides, all valid."""
-from benchmarks import sampler_curve
 from configs import ctm
 from score_sde_knee import demo
 from score_sde_knee import fast_sampling
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 
 
 def test_demo_config_is_the_cpu_preset_with_only_the_listed_overrides():
@@ -24,10 +24,11 @@ def test_demo_config_is_the_cpu_preset_with_only_the_listed_overrides():
 
 
 def test_demo_sampler_is_the_setting_measured_in_results():
-  # benchmarks/RESULTS.md reports this setting string; the demo must run the same sampler.
-  measured = sampler_curve.configure(
-      ctm.get_config('contour_bone,cpu'),
-      'pc:17:pred=ancestral,nc=2,snr=0.5,pre=2.5,prew=4,jump=0.65,mom=0.8')
+  # benchmarks/RESULTS.md reports this setting string; the demo must run the same sampler
+  # as --sampler=fast does.
+  setting = 'pc:17:pred=ancestral,nc=2,snr=0.5,pre=2.5,prew=4,jump=0.65,mom=0.8'
+  assert sampler_setting.FAST['ctm'] == setting
+  measured = sampler_setting.configure(ctm.get_config('contour_bone,cpu'), setting)
   config = demo.demo_config()
   assert config.sampling.to_dict() == measured.sampling.to_dict()
   assert config.sde.to_dict() == measured.sde.to_dict()

@@ -138,6 +138,31 @@ def test_step_evaluates_an_older_checkpoint_beside_the_runs_own_evaluation(tmp_p
     evaluate.evaluate(config, wd, step=3)
 
 
+def test_sampler_evaluates_beside_the_runs_own_evaluation(tmp_path, data_dir):
+  config = tiny_config('csm', data_dir, 'contour')
+  config.eval.num_images, config.eval.batch_size = 2, 2
+  wd = make_workdir(tmp_path / 'csm', config)
+  own = evaluate.evaluate(config, wd)  # the config's PC, N = 4
+  read = lambda *p: open(os.path.join(wd, *p), 'rb').read()
+  before = read('eval', 'metrics.json'), read('eval', 'contour', 'metrics.json')
+
+  got = evaluate.evaluate(config, wd, sampler='pc:2:snr=0.2')
+  assert (got['sampler']['method'], got['sampler']['N'], got['sampler']['snr']) == (
+      'pc', 2, 0.2)
+  assert json.loads(read('eval_samplers', 'contour', 'pc-2-snr0.2', 'metrics.json')) == got
+  assert (read('eval', 'metrics.json'), read('eval', 'contour', 'metrics.json')) == before
+  assert got['psnr_mean'] != own['psnr_mean']
+  # The same samples as the config with those two fields written in by hand.
+  by_hand = tiny_config('csm', data_dir, 'contour')
+  by_hand.eval.num_images, by_hand.eval.batch_size = 2, 2
+  by_hand.sde.num_scales, by_hand.sampling.snr = 2, 0.2
+  evaluate.evaluate(by_hand, wd, out_dir=str(tmp_path / 'by_hand'))
+  with np.load(os.path.join(wd, 'eval_samplers', 'contour', 'pc-2-snr0.2',
+                            'samples.npz')) as a, \
+       np.load(tmp_path / 'by_hand' / 'samples.npz') as b:
+    np.testing.assert_array_equal(a['samples'], b['samples'])
+
+
 def test_clear_errors(tmp_path, data_dir):
   config = tiny_config('ctm', data_dir)
   with pytest.raises(FileNotFoundError, match='--mode=train'):

@@ -183,6 +183,17 @@ def test_test_split_masks(tmp_path, ctm_workdir, data_dir):
                       out=str(tmp_path / 'x'), tfds_dir=str(tmp_path / 'y'))
 
 
+def test_sampler_is_recorded_and_an_out_folder_holds_one_samplers_images(tmp_path,
+                                                                         ctm_workdir):
+  config, wd = ctm_workdir
+  out = str(tmp_path / 'out')
+  m = generate.generate(config, wd, masks='test', out=out, sampler='pc:2:snr=0.2')
+  assert (m['settings']['sampler']['N'], m['settings']['sampler']['snr']) == (2, 0.2)
+  assert len(m['outputs']) == config.eval.num_images
+  with pytest.raises(ValueError, match=r'other settings \(sampler differ'):
+    generate.generate(config, wd, masks='test', out=out)  # the config's own sampler
+
+
 def test_overview_caps_masks_and_samples_evenly(tmp_path):
   entries = []
   for i in range(20):

@@ -239,6 +239,8 @@ def test_killed_data_build_shows_nothing_and_completes_on_rerun(tmp_path, env):
      r'Cannot create the workdir .*file\.txt/sub: Not a directory'),
     (['--config=configs/ctm.py:test', '--step=3'],
      r'--step applies to --mode=eval only, not --mode=train'),
+    (['--config=configs/ctm.py:test', '--sampler=fast'],
+     r'--sampler applies to --mode=eval and --mode=sample only, not --mode=train'),
 ])
 def test_user_errors_are_one_line_and_exit_code_2(tmp_path, driver, env, args, message):
   (tmp_path / 'file.txt').write_text('not a directory')

@@ -1,0 +1,67 @@
+"""sampler_setting: the `solver:n[:name=value,...]` syntax, `fast`, and its errors."""
+import pytest
+
+from configs import csm
+from configs import ctm
+from configs import unet
+from score_sde_knee import fast_sampling
+from score_sde_knee import sampler_setting
+
+
+def test_configure_sets_solver_steps_and_options():
+  base = ctm.get_config('contour,cpu')
+  c = sampler_setting.configure(base, 'heun:12:churn=10,tmin=0.05,tmax=8,snoise=1.003')
+  assert (c.sampling.method, c.sampling.ode_steps) == ('heun', 12)
+  assert (c.sampling.s_churn, c.sampling.s_tmin, c.sampling.s_tmax,
+          c.sampling.s_noise) == (10.0, 0.05, 8.0, 1.003)
+  pc = sampler_setting.configure(base, 'pc:50:snr=0.2')
+  assert (pc.sampling.method, pc.sde.num_scales, pc.sampling.snr) == ('pc', 50, 0.2)
+  anc = sampler_setting.configure(base, 'pc:25:pred=ancestral')
+  assert (anc.sde.num_scales, anc.sampling.predictor) == (25, 'ancestral')
+  more = sampler_setting.configure(base, 'pc:10:nc=4')
+  assert more.sampling.n_steps_each == 4 and isinstance(more.sampling.n_steps_each, int)
+  assert sampler_setting.configure(base, 'pc:25:t0=0.6').sampling.t0 == 0.6
+  assert sampler_setting.configure(base, 'pc:25:jump=0.74').sampling.t_jump == 0.74
+  pre = sampler_setting.configure(base, 'pc:25:pre=3,prew=16').sampling
+  assert (pre.precond, pre.precond_width) == (3.0, 16.0)
+  assert sampler_setting.configure(base, 'pc:17:mom=0.8').sampling.momentum == 0.8
+  assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
+
+
+@pytest.mark.parametrize('setting, match', [
+    ('heun', 'solver:n'), ('heun:18:churn', 'churn'), ('heun:18:speed=2', 'speed'),
+    ('heun:18:churn=-1', 's_churn'), ('pc:25:pred=ddim', 'predictor'),
+    ('heun:18:churn=lots', 'churn=.lots. is not a number'),
+    ('pc:10:nc=2.5', 'an integer'), ('pc:25:jump=0', 't_jump'),
+    ('pc:many', "step count 'many' is not an integer"), ('euler:10', 'sampling.method'),
+    ('pc:25:prew=0', 'precond_width'), ('pc:25:mom=1', 'momentum=1.0: expected a value >= 0.0 and < 1.0')])
+def test_configure_rejects_bad_settings(setting, match):
+  with pytest.raises(ValueError, match=match):
+    sampler_setting.configure(ctm.get_config('contour,cpu'), setting)
+
+
+@pytest.mark.parametrize('config, snr', [(ctm.get_config('contour_bone,cpu'), 0.5),
+                                         (csm.get_config('contour,cpu'), 0.4)])
+def test_fast_is_49_evaluations_with_the_methods_snr(config, snr, capsys):
+  got, setting = sampler_setting.apply(config, 'fast')
+  assert setting == sampler_setting.FAST[config.method]
+  # 17 predictor steps and 2 corrector steps at each of the 16 levels above sigma_min.
+  assert fast_sampling.nfe(got) == 17 + 16 * 2
+  s = got.sampling
+  assert (got.sde.num_scales, s.predictor, s.n_steps_each, s.snr, s.momentum) == (
+      17, 'ancestral', 2, snr, 0.8)
+  assert s.t0 == config.sampling.t0  # CSM keeps the paper's SDEdit start
+  assert f'{setting}: 49 network evaluations per image' in capsys.readouterr().err
+
+
+def test_resolve_passes_settings_and_refuses_unet_and_unknown_names():
+  assert sampler_setting.resolve('csm', 'pc:100') == 'pc:100'
+  with pytest.raises(ValueError, match='U-Net.*CTM and CSM'):
+    sampler_setting.apply(unet.get_config('contour,cpu'), 'fast')
+  with pytest.raises(ValueError, match=r"--sampler=quick: expected one of \('fast',\)"):
+    sampler_setting.resolve('ctm', 'quick')
+
+
+def test_setting_dir_is_a_plain_folder_name():
+  assert sampler_setting.setting_dir('heun:25:churn=40,tmax=30') == 'heun-25-churn40_tmax30'
+  assert '/' not in sampler_setting.setting_dir(sampler_setting.FAST['ctm'])
