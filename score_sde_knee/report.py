@@ -15,6 +15,9 @@ workdir may hold both conditions) and writes
                  condition | U-Net | CSM | CTM | ground truth. Needs the data set that was
                  evaluated (--data_dir overrides the saved config's).
 Any subset of methods and conditions works; all must come from one data set and split.
+--sampler=fast (or a setting, as for `--mode=eval --sampler=...`) reads the CTM and CSM
+results of that sampler (workdir/eval_samplers/<condition>/<setting>/) instead; a U-Net,
+one forward pass, keeps its own.
 """
 import argparse
 import glob
@@ -45,8 +48,8 @@ BLANK = '—'
 Results = dict[tuple[str, str], dict[str, Any]]
 
 
-def collect(workdirs: list[str]) -> Results:
-  """{(method, condition): metrics} from the workdirs.
+def collect(workdirs: list[str], sampler: str | None = None) -> Results:
+  """{(method, condition): metrics} from the workdirs (CTM / CSM: --sampler's, if given).
 
   '_workdir' and '_dir' (the folder of that metrics.json, which holds its samples.npz)
   are added to each, so the samples are found where the metrics were, not by a second
@@ -54,10 +57,20 @@ def collect(workdirs: list[str]) -> Results:
   """
   results: Results = {}
   for wd in workdirs:
-    paths = sorted(glob.glob(os.path.join(wd, 'eval', '*', 'metrics.json')))
+    pattern, flag = os.path.join(wd, 'eval', '*', 'metrics.json'), ''
+    where = 'eval/<condition>/metrics.json'
+    method = run_config.load(wd).method if sampler else 'unet'
+    if method != 'unet':
+      from score_sde_knee import sampler_setting  # pylint: disable=g-import-not-at-top
+      setting = sampler_setting.resolve(method, sampler)
+      folder = sampler_setting.setting_dir(setting)
+      pattern = os.path.join(wd, 'eval_samplers', '*', folder, 'metrics.json')
+      where = f'eval_samplers/<condition>/{folder}/metrics.json'
+      flag = f' --sampler={sampler}'
+    paths = sorted(glob.glob(pattern))
     if not paths:
-      raise FileNotFoundError(f'{wd} holds no eval/<condition>/metrics.json: run python '
-                              f'main.py --mode=eval --workdir={wd} first.')
+      raise FileNotFoundError(f'{wd} holds no {where}: run python main.py --mode=eval '
+                              f'--workdir={wd}{flag} first.')
     for path in paths:
       try:
         with open(path) as f:
@@ -230,9 +243,9 @@ def load_samples(path: str) -> dict[int, np.ndarray]:
 
 
 def write_report(workdirs: list[str], out: str, *, num_images: int = 3,
-                 data_dir: str | None = None) -> dict[str, str]:
+                 data_dir: str | None = None, sampler: str | None = None) -> dict[str, str]:
   """Writes table.md, table.png and fig3.png into out; returns their paths."""
-  results = collect(workdirs)
+  results = collect(workdirs, sampler)
   paths = {k: os.path.join(out, f'{k}') for k in ('table.md', 'table.png', 'fig3.png')}
   with (files.atomic_path(paths['table.md'], '.md') as tmp,
         open(tmp, 'w', encoding='utf-8') as f):
@@ -250,9 +263,12 @@ def main(argv=None):
                  'in fig3.png')
   p.add_argument('--data_dir', default=None, help='TFDS data dir (default: the saved '
                  "config's)")
+  p.add_argument('--sampler', default=None, help="CTM / CSM: the results of --mode=eval "
+                 "--sampler=<this> ('fast' or a setting) instead of the runs' own")
   a = p.parse_args(argv)
   try:
-    paths = write_report(a.workdirs, a.out, num_images=a.num_images, data_dir=a.data_dir)
+    paths = write_report(a.workdirs, a.out, num_images=a.num_images, data_dir=a.data_dir,
+                         sampler=a.sampler)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   print('\n'.join(paths.values()))

@@ -10,13 +10,14 @@ from configs import default
 from score_sde_knee import files
 from score_sde_knee import report
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 from score_sde_knee import visualize
 from helpers import TINY
 
 N = 6
 
 
-def fake_workdir(root, name, method, conditions, data_dir, seed):
+def fake_workdir(root, name, method, conditions, data_dir, seed, folder='eval/{cond}'):
   """A workdir as --mode=eval leaves it, with made-up metrics and random samples."""
   wd = os.path.join(root, name)
   c = default.get_config(f'{conditions[0]},test', method=method)
@@ -32,9 +33,10 @@ def fake_workdir(root, name, method, conditions, data_dir, seed):
          'mae_mean': mae.mean(), 'mae_std': mae.std(), 'psnr_mean': psnr.mean(),
          'psnr_std': psnr.std(),
          'per_image': [{'index': i, 'mae': mae[i], 'psnr': psnr[i]} for i in range(N)]}
-    files.write_json(os.path.join(wd, 'eval', cond, 'metrics.json'), m)
+    d = os.path.join(wd, folder.format(cond=cond))
+    files.write_json(os.path.join(d, 'metrics.json'), m)
     samples = rng.uniform(0, 1, (N, 16, 16, 1)).astype(np.float32)
-    files.write_npz(os.path.join(wd, 'eval', cond, 'samples.npz'), samples=samples,
+    files.write_npz(os.path.join(d, 'samples.npz'), samples=samples,
                     indices=np.arange(N))
     out[(method, cond)] = (m, samples)
   return wd, out
@@ -131,6 +133,25 @@ def test_clear_errors(tmp_path, data_dir):
   b, _ = fake_workdir(tmp_path, 'b', 'ctm', ['contour'], data_dir, 1)
   with pytest.raises(ValueError, match='Two results'):
     report.collect([a, b])
+
+
+def test_sampler_reads_that_samplers_ctm_and_csm_results_and_the_unets_own(tmp_path,
+                                                                           data_dir):
+  fast = 'eval_samplers/{cond}/' + sampler_setting.setting_dir(sampler_setting.FAST['ctm'])
+  unet, made = fake_workdir(tmp_path, 'unet', 'unet', ['contour'], data_dir, 0)
+  ctm, own = fake_workdir(tmp_path, 'ctm', 'ctm', ['contour'], data_dir, 1)
+  _, by_fast = fake_workdir(tmp_path, 'ctm', 'ctm', ['contour'], data_dir, 2, fast)
+  got = report.collect([unet, ctm], sampler='fast')
+  assert got[('ctm', 'contour')]['psnr_mean'] == by_fast[('ctm', 'contour')][0]['psnr_mean']
+  assert got[('ctm', 'contour')]['psnr_mean'] != own[('ctm', 'contour')][0]['psnr_mean']
+  assert got[('unet', 'contour')]['psnr_mean'] == made[('unet', 'contour')][0]['psnr_mean']
+  assert report.collect([ctm])[('ctm', 'contour')]['psnr_mean'] == (
+      own[('ctm', 'contour')][0]['psnr_mean'])  # without --sampler: the run's own
+  csm, _ = fake_workdir(tmp_path, 'csm', 'csm', ['contour'], data_dir, 3)
+  with pytest.raises(FileNotFoundError,
+                     match=r'no eval_samplers/<condition>/pc-17-.*mom0\.8/metrics\.json: '
+                           r'run python main\.py --mode=eval --workdir=.*csm --sampler=fast'):
+    report.collect([csm], sampler='fast')
 
 
 def test_table_names_every_pc_setting_that_differs_from_the_paper():
