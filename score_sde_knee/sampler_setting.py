@@ -7,6 +7,8 @@ n is N (config.sde.num_scales) for `pc` and ode_steps for `heun` / `dpm2`; the n
 the second colon are OPTIONS' short names of config.sampling fields. `fast` is the
 setting benchmarks/RESULTS.md measured within 0.5 dB of PC N = 500 for the run's method
 (CTM: snr 0.5; CSM: the paper's snr 0.4, so that SDEdit keeps the paper's trade-off).
+It was measured on the 64 px CPU-scale models (sigma_max 32) only; on a 256 px model
+(sigma_max 128) compare it with PC N = 500 on a few images first (benchmarks/sampler_curve).
 """
 import sys
 
