@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import plot_ctm_contour_runs as plot_runs
 from readme_test import mean_std, read, table_rows  # the same Markdown reading
+from score_sde_knee import sampler_setting
 
 RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
@@ -125,3 +126,51 @@ def test_table_one_on_data_version_1_1_0_matches_its_result_file():
         mean, std = (t.strip() for t in cell.split('±'))
         assert (float(mean), float(std)) == (_rounded(x.mean(), mean),
                                              _rounded(x.std(), std)), (name, condition, key)
+
+
+FAST_MODELS = [('ctm', 'contour_bone'), ('csm', 'contour'), ('csm', 'contour_bone'),
+               ('ctm', 'contour')]
+
+
+@pytest.mark.parametrize('method, condition', FAST_MODELS)
+def test_fast_sampler_on_data_version_1_1_0_matches_its_result_files(method, condition):
+  """Session 21: --sampler=fast against PC N = 500 on the 1.1.0 Table I models."""
+  rows = table_rows(RESULTS_MD, '| model (knee_drr 1.1.0, step 2000), sampler | NFE |')
+  name = f"{method.upper()} {condition.replace('_', '+')}"
+  ref = _load(f'posterior_v1.1.0_s21_{method}_{condition}_pc500_cpu.json')
+  fast = _load(f'posterior_v1.1.0_s21_{method}_{condition}_fast_cpu.json')
+  assert (ref['setting'], fast['setting']) == ('pc:500', sampler_setting.FAST[method])
+  assert (ref['nfe'], fast['nfe']) == (999, 49)
+  assert fast['seeds'] == [42, 43, 44, 45] and ref['seeds'][0] == 42
+  for d in (ref, fast):
+    assert (d['checkpoint_step'], d['n_images'], d['split'], d['condition']) == (
+        2000, 30, 'test', condition)
+    assert d['workdir'] == ref['workdir']  # one model per pair
+  ref_psnr = np.asarray(ref['single_sample_psnr_per_seed'], np.float64)
+  for label, d in ((f'{name}: PC N = 500', ref), (f'{name}: `fast`', fast)):
+    nfe, per_seed, mean_cell, gap, mae, ssim, dice, spread = rows[label]
+    assert int(nfe) == d['nfe']
+    psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
+    np.testing.assert_array_equal([float(x) for x in per_seed.split('/')], np.round(psnr, 2))
+    if len(psnr) > 1:
+      assert mean_std(mean_cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
+    else:
+      assert float(mean_cell) == round(psnr.mean(), 2)
+    if d is ref:
+      assert gap == ''
+    elif len(ref_psnr) > 1:  # +- the standard error of the difference of the two means
+      se = np.sqrt(psnr.var(ddof=1) / len(psnr) + ref_psnr.var(ddof=1) / len(ref_psnr))
+      assert mean_std(gap) == (round(psnr.mean() - ref_psnr.mean(), 2), round(se, 2))
+    else:
+      assert float(gap) == round(psnr.mean() - ref_psnr.mean(), 2)
+    means = d['single_sample_means_per_seed']
+    assert float(mae) == _rounded(np.mean(means['mae']), mae)
+    assert float(ssim) == _rounded(np.mean(means['ssim']), ssim)
+    if condition == 'contour_bone':
+      assert float(dice) == _rounded(np.mean(means['dice_bone']), dice)
+    else:
+      assert dice == ''
+    if d['spread'] is None:  # one draw
+      assert spread == '' and len(psnr) == 1
+    else:
+      assert float(spread) == _rounded(d['spread']['var_draws'] * 1e4, spread)
