@@ -145,9 +145,9 @@ def save_samples_grid(workdir: str, condition: str, settings: list[str], path: s
   columns = [(f'PC N={config.sde.num_scales}',
               report.load_samples(os.path.join(ref_dir, 'samples.npz')))]
   for setting in settings:
+    folder = evaluate.sampler_dir(workdir, condition, setting, step)
     columns.append((setting.replace(':', ' ', 1).replace(':', '\n').replace(',', '\n'),
-                    report.load_samples(os.path.join(
-                        evaluate.sampler_dir(workdir, condition, setting, step), 'samples.npz'))))
+                    report.load_samples(os.path.join(folder, 'samples.npz'))))
   common = sorted(set.intersection(*(set(c) for _, c in columns)))
   pick = report.evenly_spaced(common, num_images)
   data = input_pipeline.load_split(config, config.eval.split, max(pick) + 1)

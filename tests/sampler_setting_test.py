@@ -34,7 +34,8 @@ def test_configure_sets_solver_steps_and_options():
     ('heun:18:churn=lots', 'churn=.lots. is not a number'),
     ('pc:10:nc=2.5', 'an integer'), ('pc:25:jump=0', 't_jump'),
     ('pc:many', "step count 'many' is not an integer"), ('euler:10', 'sampling.method'),
-    ('pc:25:prew=0', 'precond_width'), ('pc:25:mom=1', 'momentum=1.0: expected a value >= 0.0 and < 1.0')])
+    ('pc:25:prew=0', 'precond_width'),
+    ('pc:25:mom=1', 'momentum=1.0: expected a value >= 0.0 and < 1.0')])
 def test_configure_rejects_bad_settings(setting, match):
   with pytest.raises(ValueError, match=match):
     sampler_setting.configure(ctm.get_config('contour,cpu'), setting)
