@@ -57,20 +57,19 @@ def collect(workdirs: list[str], sampler: str | None = None) -> Results:
   """
   results: Results = {}
   for wd in workdirs:
-    pattern, flag = os.path.join(wd, 'eval', '*', 'metrics.json'), ''
-    where = 'eval/<condition>/metrics.json'
-    method = run_config.load(wd).method if sampler else 'unet'
-    if method != 'unet':
+    folder, flag = os.path.join(wd, 'eval', '*'), ''
+    method = run_config.load(wd).method if sampler else None
+    if method in ('ctm', 'csm'):  # a U-Net has no sampler: its own result stands
+      # evaluate (and with it JAX) only here, where its folder layout is needed.
+      from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
       from score_sde_knee import sampler_setting  # pylint: disable=g-import-not-at-top
-      setting = sampler_setting.resolve(method, sampler)
-      folder = sampler_setting.setting_dir(setting)
-      pattern = os.path.join(wd, 'eval_samplers', '*', folder, 'metrics.json')
-      where = f'eval_samplers/<condition>/{folder}/metrics.json'
+      folder = evaluate.sampler_dir(wd, '*', sampler_setting.resolve(method, sampler))
       flag = f' --sampler={sampler}'
-    paths = sorted(glob.glob(pattern))
+    paths = sorted(glob.glob(os.path.join(folder, 'metrics.json')))
     if not paths:
-      raise FileNotFoundError(f'{wd} holds no {where}: run python main.py --mode=eval '
-                              f'--workdir={wd}{flag} first.')
+      where = os.path.relpath(folder, wd).replace('*', '<condition>')
+      raise FileNotFoundError(f'{wd} holds no {where}/metrics.json: run python main.py '
+                              f'--mode=eval --workdir={wd}{flag} first.')
     for path in paths:
       try:
         with open(path) as f:

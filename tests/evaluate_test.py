@@ -1,6 +1,7 @@
 """evaluate: metrics against an independent numpy/skimage computation, resume, errors."""
 import json
 import os
+import pathlib
 import shutil
 
 import jax
@@ -143,7 +144,7 @@ def test_sampler_evaluates_beside_the_runs_own_evaluation(tmp_path, data_dir):
   config.eval.num_images, config.eval.batch_size = 2, 2
   wd = make_workdir(tmp_path / 'csm', config)
   own = evaluate.evaluate(config, wd)  # the config's PC, N = 4
-  read = lambda *p: open(os.path.join(wd, *p), 'rb').read()
+  read = lambda *p: pathlib.Path(wd, *p).read_bytes()
   before = read('eval', 'metrics.json'), read('eval', 'contour', 'metrics.json')
 
   got = evaluate.evaluate(config, wd, sampler='pc:2:snr=0.2')
