@@ -115,7 +115,8 @@ def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dic
                   'peak_device_bytes': train_bench._peak_device_bytes()}  # pylint: disable=protected-access
     _log(f'train {dtype}: {sec * 1e3:.1f} ms per update, {b / sec:.1f} images/s')
     out['num_params'] = model_utils.count_params(holder[0].params)
-    del holder, state
+    holder.clear()  # Frees this dtype's state before the next one is built.
+    del state
   return out
 
 

@@ -112,6 +112,8 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     base.eval.split = split
   root = 'eval_posterior' + (f'_{split}' if other_split else '')
   condition = evaluate.eval_condition(base)
+  if setting in sampler_setting.NAMED:  # `fast`: the run's method's setting string
+    setting = sampler_setting.resolve(base.method, setting)
   config = sampler_setting.configure(base, setting)
   tag = sampler_setting.setting_dir(setting)
   draws, per_seed = [], []
@@ -290,7 +292,8 @@ def main() -> None:
   p.add_argument('--workdir', help='a trained CTM or CSM run (required unless --summarize)')
   p.add_argument('--k', type=int, default=8, help='samples per image (seeds)')
   p.add_argument('--setting', default='pc:100',
-                 help='solver:n[:name=value,...] (score_sde_knee/sampler_setting.py)')
+                 help="solver:n[:name=value,...], or 'fast': the run's method's setting "
+                      '(score_sde_knee/sampler_setting.py)')
   p.add_argument('--condition', default=None, help='CSM: contour or contour_bone')
   p.add_argument('--reference', default=None, help='a run evaluated with --mode=eval')
   p.add_argument('--reference_psnr', default=None,

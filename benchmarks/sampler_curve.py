@@ -47,6 +47,9 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
   for workdir in workdirs:
     base = run_config.load(workdir)
     conditions = evaluate.CONDITIONS if base.method == 'csm' else (base.condition,)
+    # `fast` names a different string per method; the rows and grid show the string.
+    resolved = [sampler_setting.resolve(base.method, s) if s in sampler_setting.NAMED else s
+                for s in settings]
     for condition in conditions:
       ref_path = os.path.join(evaluate.output_dir(workdir, condition, step), 'metrics.json')
       if not os.path.exists(ref_path):
@@ -61,7 +64,7 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
                    'setting': f"pc:{ref['sampler']['N']} (reference)",
                    'nfe': fast_sampling.nfe(base), 'seconds': None,
                    **{k: ref.get(f'{k}_mean') for k in KEYS}})
-      for setting in settings:
+      for setting in resolved:
         config = sampler_setting.configure(base, setting)
         print(f'== {workdir} {condition} {setting}', file=sys.stderr, flush=True)
         t = time.monotonic()
@@ -72,7 +75,7 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
                      'seconds': time.monotonic() - t,
                      **{k: got.get(f'{k}_mean') for k in KEYS}})
       if grid_images > 0:
-        save_samples_grid(workdir, condition, settings, os.path.join(
+        save_samples_grid(workdir, condition, resolved, os.path.join(
             out, f'samples_{base.method}_{condition}.png'), grid_images, step)
   result = {'rows': rows, 'n_images': ref['n'], 'checkpoint_step': ref['checkpoint_step']}
   for r in rows:  # gap to the reference of the same model and condition
@@ -162,7 +165,7 @@ def main() -> None:
   p.add_argument('--workdirs', nargs='+', required=True)
   p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
                  help='solver:n[:name=value,...], n = ode_steps for heun/dpm2 and N for '
-                 f'pc; names: {sorted(OPTIONS)}')
+                 f"pc; names: {sorted(sampler_setting.OPTIONS)}; or 'fast', each run's method's setting")
   p.add_argument('--out', default='benchmarks/sampler_curve')
   p.add_argument('--grid_images', type=int, default=4,
                  help='test images in each samples_*.png (0: no picture)')

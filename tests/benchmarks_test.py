@@ -18,6 +18,7 @@ from helpers import make_workdir
 from score_sde_knee import evaluate
 from score_sde_knee import files
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 from score_sde_knee import visualize
 
 
@@ -270,6 +271,8 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   assert os.path.exists(os.path.join(wd, 'eval_posterior_validation', 'step_2',
                                      'contour_bone', 'pc-2', 'seed_7', 'metrics.json'))
   assert os.path.exists(tmp_path / 'pm' / 'posterior_unet_contour_bone_pc-2_step2_validation.json')
+  with pytest.raises(ValueError, match='this run is a U-Net'):  # `fast` names no U-Net setting
+    posterior_mean.run(wd, 1, 'fast', None, str(tmp_path / 'pm'), step=2)
   with pytest.raises(ValueError, match="--reference is a run's own evaluation of 'test'"):
     posterior_mean.run(wd, 1, 'pc:2', wd, str(tmp_path / 'pm'), step=2, split='validation')
 
@@ -283,3 +286,23 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   with open(os.path.join(wd, 'eval_samplers', 'step_2', 'contour_bone', 'pc-2',
                          'metrics.json'), encoding='utf-8') as f:
     assert json.load(f)['checkpoint_step'] == 2
+
+
+def test_fast_names_the_methods_setting_in_both_benchmarks(tmp_path, data_dir, monkeypatch):
+  # Cheap stand-ins, one per method, so that the test shows which one was taken.
+  monkeypatch.setattr(sampler_setting, 'FAST', {'ctm': 'pc:2:snr=0.3', 'csm': 'pc:3'})
+  config = ctm.get_config('contour_bone,test')
+  config.data.data_dir, config.data.builder_config = data_dir, TINY.name
+  config.eval.num_images, config.eval.batch_size = 2, 2
+  wd = make_workdir(tmp_path / 'ctm', config)
+
+  got = posterior_mean.run(wd, 1, 'fast', None, str(tmp_path / 'pm'))
+  assert got['setting'] == 'pc:2:snr=0.3' and got['nfe'] == 3  # 2 predictor + 1 corrector
+  assert os.path.exists(tmp_path / 'pm' / 'posterior_ctm_contour_bone_pc-2-snr0.3.json')
+
+  evaluate.evaluate(config, wd)  # sampler_curve's reference
+  curve = sampler_curve.run([wd], ['fast', 'pc:3'], str(tmp_path / 'curve'), grid_images=0)
+  assert [r['setting'] for r in curve['rows']] == ['pc:4 (reference)', 'pc:2:snr=0.3',
+                                                    'pc:3']
+  assert os.path.exists(os.path.join(wd, 'eval_samplers', 'contour_bone', 'pc-2-snr0.3',
+                                     'metrics.json'))

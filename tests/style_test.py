@@ -1,7 +1,11 @@
-"""The repository's Python against the project's rules: no deprecated JAX/Flax APIs."""
+"""The repository's Python against the project's rules: no deprecated JAX/Flax APIs, and no
+name that is used but never defined (which only fails when that line runs, e.g. a script's
+--help)."""
 import os
 import re
 
+from pyflakes import api as pyflakes_api
+from pyflakes import messages as pyflakes_messages
 from readme_test import ROOT
 
 # What each replaces it (the standards in the project's brief); assembled from parts so that
@@ -46,4 +50,48 @@ def test_no_deprecated_api_in_the_repository():
       hits = _hits(f.read())
     if hits:
       found[os.path.relpath(path, ROOT)] = hits
+  assert not found
+
+
+# The pyflakes findings that are certain errors at run time; unused imports and the like are
+# left to taste.
+UNDEFINED = (pyflakes_messages.UndefinedName, pyflakes_messages.UndefinedLocal,
+             pyflakes_messages.UndefinedExport)
+
+
+class _Collect:
+  """A pyflakes reporter that keeps undefined-name messages and syntax errors as text."""
+
+  def __init__(self):
+    self.found = []
+
+  def flake(self, message):
+    if isinstance(message, UNDEFINED):
+      self.found.append(str(message))
+
+  def syntaxError(self, filename, msg, lineno, offset, text):  # pylint: disable=invalid-name
+    self.found.append(f'{filename}:{lineno}: syntax error: {msg}')
+
+  def unexpectedError(self, filename, msg):  # pylint: disable=invalid-name
+    self.found.append(f'{filename}: {msg}')
+
+
+def _undefined(text: str, name: str) -> list[str]:
+  reporter = _Collect()
+  pyflakes_api.check(text, name, reporter)
+  return reporter.found
+
+
+def test_the_check_finds_an_undefined_name():
+  assert _undefined('def f():\n  return OPTIONS\n', 'a.py') == [
+      "a.py:2:10: undefined name 'OPTIONS'"]
+  assert _undefined('def f(:\n', 'b.py')[0].startswith('b.py:1: syntax error')
+  assert not _undefined('import os\nOPTIONS = 1\ndef f():\n  return OPTIONS\n', 'c.py')
+
+
+def test_no_undefined_names_in_the_repository():
+  found = []
+  for path in _python_files():
+    with open(path, encoding='utf-8') as f:
+      found += _undefined(f.read(), os.path.relpath(path, ROOT))
   assert not found
