@@ -145,8 +145,10 @@ def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 
     raise _not_built(builder, config)
   if split not in builder.info.splits:
     raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
+  # One pass, so no cache: TFDS' automatic one, cut short by take(), warned on every eval.
   ds = builder.as_dataset(split=split, shuffle_files=False,
-                          read_config=tfds.ReadConfig(options=_options()))
+                          read_config=tfds.ReadConfig(options=_options(),
+                                                      try_autocache=False))
   stride = int(config.eval.view_stride if view_stride is None else view_stride)
   if stride < 1:
     raise ValueError(f'config.eval.view_stride={stride}: expected an integer >= 1.')
