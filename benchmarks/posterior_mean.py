@@ -10,7 +10,9 @@ scores below a perfect regressor. This script measures that on the run's eval su
 (its saved config.eval): K samples per image with seeds S, S+1, ... (S: --first_seed,
 default the run's config seed), the mean PSNR
 of single samples, the PSNR of the average of the first k samples (k = 1..K), and the
-spread of the draws (`spread`: is a single draw's error all posterior spread?). With
+spread of the draws (`spread`: is a single draw's error all posterior spread?), and the
+draws' mean error in the bone, soft tissue and air of the contour+bone mask
+(`mean_error_by_region`: does the mask's brightness stay in the draws?). With
 --reference, the reference run's own `--mode=eval` metrics are put beside them.
 
 Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/ through
@@ -22,8 +24,9 @@ checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_s
 eval_posterior_validation/..., files *_validation.*): a check, on images no setting was
 chosen on, of a sampler tuned on the test subset.
 `--summarize A.json B.json ...` puts several such files (settings of one run) in one table
-and plot, mean +- standard error over seeds by NFE (with --reference_psnr, a dashed line at
-that figure).
+and, per condition, one plot, mean +- standard error over seeds by NFE (with
+--reference_psnr, a dashed line at that figure), and PSNR against the draws' spread in
+<method>_spread.png.
 """
 import argparse
 import json
@@ -35,7 +38,8 @@ import numpy as np
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
+from benchmarks import posterior_plots  # pylint: disable=g-import-not-at-top
+from score_sde_knee import evaluate
 from score_sde_knee import fast_sampling
 from score_sde_knee import files
 from score_sde_knee import input_pipeline
@@ -86,6 +90,24 @@ def spread(samples: np.ndarray, images: np.ndarray) -> dict[str, float]:
   var_draws = samples.var(axis=0, ddof=1).mean(axis=tuple(range(1, samples.ndim - 1)))
   return {'mse_single': float(mse_single.mean()), 'var_draws': float(var_draws.mean()),
           'calibration': float(np.mean(mse_single / (2.0 * var_draws)))}
+
+
+# The contour+bone mask's levels (DESIGN.md: background 0, leg 0.5, bone 1.0), split
+# half-way between them.
+REGIONS = {'bone': (0.75, 2.0), 'soft_tissue': (0.25, 0.75), 'air': (-1.0, 0.25)}
+
+
+def error_by_region(samples: np.ndarray, images: np.ndarray,
+                    contour_bone: np.ndarray) -> dict[str, float]:
+  """Mean signed error (sample - truth) over draws, images and the pixels of each region of
+  the contour+bone mask: where a sampler leaves the condition's brightness in its draws
+  (SDEdit starts from the mask), this is positive there and shared by all seeds.
+
+  samples: (K, n, H, W, 1); images and contour_bone: (n, H, W, 1).
+  """
+  err = (samples - images[None]).mean(axis=0)  # (n, H, W, 1): the draws' shared error
+  return {name: float(err[(contour_bone >= lo) & (contour_bone < hi)].mean())
+          for name, (lo, hi) in REGIONS.items()}
 
 
 def ideal_gain_db(k: int) -> float:
@@ -145,6 +167,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
       'average_of_k': curve,
       'ideal_average_of_k_psnr': [curve['psnr'][0] + ideal_gain_db(i) for i in curve['k']],
       'spread': spread(samples, images) if k > 1 else None,
+      'mean_error_by_region': error_by_region(samples, images, data['contour_bone']),
   }
   if reference:
     ref_cfg = run_config.load(reference)
@@ -222,6 +245,7 @@ def summarize(paths: list[str]) -> list[dict]:
                  'psnr_per_seed': psnr.tolist(), 'psnr_mean': float(psnr.mean()),
                  'psnr_std': std, 'psnr_sem': std / np.sqrt(len(psnr)),
                  'draw_variance': (r.get('spread') or {}).get('var_draws'),
+                 'error_by_region': r.get('mean_error_by_region'),  # None: older files
                  **{f'{m}_mean': _mean(r.get('single_sample_means_per_seed', {}).get(m))
                     for m in OTHER_METRICS}})
     # Unpaired (None) where a file does not record its seeds.
@@ -237,44 +261,6 @@ def summarize(paths: list[str]) -> list[dict]:
       row['gap_paired_std'] = float(d.std(ddof=1)) if len(d) > 1 else float('nan')
   rows.sort(key=lambda r: (r['nfe'], r['psnr_mean']))
   return rows
-
-
-def plot_summary(rows: list[dict], path: str,
-                 reference: tuple[str, float] | None = None):
-  """Forest plot of `summarize` rows: mean +- standard error per setting, with the PC
-  N = 500 row's mean +- 0.5 dB shaded (the fast-sampler goal) and `reference` (label,
-  PSNR), e.g. a U-Net's figure, as a dashed line. Returns the (closed) figure."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  labels = [f"{r['setting']} ({r['nfe']} NFE, {r['seeds']} seeds)" for r in rows]
-  # Width: the setting strings (~0.06 in per character at 7 pt) beside a 4 in axis;
-  # height: 0.3 in per row plus 1.6 in for the two-line title and the x label.
-  fig, ax = plt.subplots(figsize=(4.0 + 0.06 * max(map(len, labels)), 1.6 + 0.3 * len(rows)))
-  ref = next((r for r in rows if r['setting'] == 'pc:500'), None)
-  if ref is not None:
-    ax.axvspan(ref['psnr_mean'] - 0.5, ref['psnr_mean'] + 0.5, color='0.9')
-  y = np.arange(len(rows))
-  ax.errorbar([r['psnr_mean'] for r in rows], y, xerr=[r['psnr_sem'] for r in rows],
-              fmt='o', capsize=3)
-  ax.set_yticks(y, labels, fontsize=7)
-  ax.invert_yaxis()
-  ax.set_xlabel('PSNR of one draw (dB): mean over seeds ± s.e.')
-  r0 = rows[0]
-  # The band and line are named in the title, not a legend: a legend beside two rows
-  # covers one.
-  title = [f"{r0['method'].upper()} · {r0['condition']}, {r0['n_images']} {r0['split']} "
-           'images']
-  if ref is not None:
-    title.append('shaded: PC N = 500 mean ± 0.5 dB')
-  if reference is not None:
-    label, psnr = reference
-    ax.axvline(psnr, color='C3', ls='--')
-    title.append(f'dashed: {label} ({psnr:.2f} dB)')
-  ax.set_title('\n'.join(title), fontsize=9)
-  # tight_layout undercounts these long tick labels by a few characters: a wider pad.
-  visualize.save_figure(fig, path, dpi=120, pad=3.0)
-  return fig
 
 
 def parse_reference_psnr(text: str) -> tuple[str, float]:
@@ -308,7 +294,8 @@ def main() -> None:
   p.add_argument('--out', default='benchmarks/posterior_mean')
   p.add_argument('--summarize', nargs='+', default=None, metavar='JSON',
                  help="instead of sampling: this script's JSON files -> one table "
-                      '(printed) and --out/<method>_<condition>_seeds.png')
+                      '(printed), --out/<method>_<condition>_seeds.png per condition and '
+                      '--out/<method>_spread.png (PSNR against spread)')
   a = p.parse_args()
   try:
     reference = parse_reference_psnr(a.reference_psnr) if a.reference_psnr else None
@@ -317,8 +304,12 @@ def main() -> None:
   if a.summarize:
     rows = summarize(a.summarize)
     os.makedirs(a.out, exist_ok=True)
-    plot_summary(rows, os.path.join(a.out, f"{rows[0]['method']}_{rows[0]['condition']}"
-                                    '_seeds.png'), reference)
+    for condition in dict.fromkeys(r['condition'] for r in rows):
+      posterior_plots.plot_summary(
+          [r for r in rows if r['condition'] == condition],
+          os.path.join(a.out, f"{rows[0]['method']}_{condition}_seeds.png"), reference)
+    if any(r['draw_variance'] is not None for r in rows):
+      posterior_plots.plot_spread(rows, os.path.join(a.out, f"{rows[0]['method']}_spread.png"))
     print(json.dumps(rows, indent=1))
     return
   if a.k < 1:

@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from benchmarks import posterior_mean
+from benchmarks import posterior_plots
 from benchmarks import sampler_curve
 from configs import ctm
 from configs import unet
@@ -128,7 +129,7 @@ def test_summarize_orders_settings_by_nfe_with_seed_statistics(tmp_path):
     files.write_json(paths[-1], r)
   png = str(tmp_path / 'seeds.png')
   rows = posterior_mean.summarize(paths)
-  posterior_mean.plot_summary(rows, png)
+  posterior_plots.plot_summary(rows, png)
   # NFE = N + (N - 1) n_corrector (predictor first): 25 + 24 * 2, 100 + 99, 500 + 499.
   assert [(r['setting'], r['nfe']) for r in rows] == [
       ('pc:25:pred=ancestral,nc=2', 73), ('pc:100:snr=0.8', 199), ('pc:500', 999)]
@@ -159,7 +160,7 @@ def test_summary_plot_draws_the_reference_inside_its_axis(tmp_path):
           for s, m in (('pc:500', 28.3), ('pc:500:snr=0', 26.7))]
   label, psnr = posterior_mean.parse_reference_psnr('U-Net, 4 runs=30.54')
   assert (label, psnr) == ('U-Net, 4 runs', 30.54)
-  fig = posterior_mean.plot_summary(rows, str(tmp_path / 's.png'), (label, psnr))
+  fig = posterior_plots.plot_summary(rows, str(tmp_path / 's.png'), (label, psnr))
   ax, = fig.axes
   lo, hi = ax.get_xlim()
   assert lo < 26.5 and hi > 30.54  # the reference is 2.2 dB beyond the rows: still shown
@@ -306,3 +307,45 @@ def test_fast_names_the_methods_setting_in_both_benchmarks(tmp_path, data_dir, m
                                                     'pc:3']
   assert os.path.exists(os.path.join(wd, 'eval_samplers', 'contour_bone', 'pc-2-snr0.3',
                                      'metrics.json'))
+
+
+def test_spread_plot_puts_each_setting_at_its_spread_and_psnr(tmp_path, monkeypatch):
+  monkeypatch.setattr(sampler_setting, 'FAST', {'csm': 'pc:17:nc=2,mom=0.8'})
+  rows = [{'setting': s, 'nfe': nfe, 'method': 'csm', 'condition': c, 'n_images': 30,
+           'psnr_mean': m, 'psnr_sem': 0.1, 'draw_variance': v}
+          for c in ('contour_bone', 'contour')
+          for s, nfe, m, v in (('pc:500', 999, 21.1, 30e-4),
+                               ('pc:17:nc=2,mom=0.8', 49, 22.4, 22e-4),
+                               ('pc:17:nc=2,mom=0.8,t0=0.5', 49, 20.7, 53e-4),
+                               ('pc:25', 49, 19.0, None))]
+  fig = posterior_plots.plot_spread(rows, str(tmp_path / 'spread.png'))
+  panels = [ax for ax in fig.axes if ax.get_title()]
+  assert [ax.get_title() for ax in panels] == ['CSM · contour_bone, 30 images',
+                                               'CSM · contour, 30 images']
+  for ax in panels:
+    points = sorted((round(float(line.get_xdata()[0]), 6),
+                     round(float(line.get_ydata()[0]), 6), line.get_marker())
+                    for line in ax.lines if line.get_marker() in ('o', 's'))
+    # The row without a spread is left out; N = 500 is the square.
+    assert points == [(22.0, 22.4, 'o'), (30.0, 21.1, 's'), (53.0, 20.7, 'o')]
+    assert sorted(t.get_text() for t in ax.texts) == ['1', '2', '3']
+  key, = [ax for ax in fig.axes if not ax.get_title()]
+  assert key.texts[0].get_text().splitlines()[:3] == [
+      ' 1  pc:500  (999 NFE)', ' 2  pc:17:nc=2,mom=0.8  (49 NFE)  = --sampler=fast',
+      ' 3  pc:17:nc=2,mom=0.8,t0=0.5  (49 NFE)']
+  assert os.path.getsize(tmp_path / 'spread.png') > 1000
+  with pytest.raises(ValueError, match='spread'):
+    posterior_plots.plot_spread(rows[3:4], str(tmp_path / 'none.png'))
+
+
+def test_error_by_region_is_the_mean_offset_in_each_mask_level():
+  rng = np.random.default_rng(0)
+  mask = np.zeros((2, 8, 8, 1))
+  mask[:, 2:6, 2:6] = 0.5
+  mask[:, 3:5, 3:5] = 1.0
+  truth = rng.uniform(size=mask.shape)
+  offset = np.where(mask == 1.0, 0.2, np.where(mask == 0.5, -0.1, 0.03))
+  noise = rng.normal(size=(3,) + mask.shape) * 0.05
+  noise -= noise.mean(axis=0)  # zero over draws: the mean error is exactly the offset
+  got = posterior_mean.error_by_region(truth[None] + offset + noise, truth, mask)
+  assert got == pytest.approx({'bone': 0.2, 'soft_tissue': -0.1, 'air': 0.03}, abs=1e-12)

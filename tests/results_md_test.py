@@ -174,3 +174,71 @@ def test_fast_sampler_on_data_version_1_1_0_matches_its_result_files(method, con
       assert spread == '' and len(psnr) == 1
     else:
       assert float(spread) == _rounded(d['spread']['var_draws'] * 1e4, spread)
+
+
+# Session 22's CSM table: row label -> (condition, file name part); the settings are checked
+# against what each label says.
+CSM_S22_ROWS = {
+    'contour+bone: PC N = 500 (paper)': ('contour_bone', 'pc500', 'pc:500'),
+    'contour+bone: PC N = 500 + preconditioner': ('contour_bone', 'pc500pre',
+                                                  'pc:500:pre=2.5,prew=4'),
+    'contour+bone: `fast`': ('contour_bone', 'fast', None),
+    'contour+bone: `fast` as pc:13, nc 3': ('contour_bone', 'nc3', None),
+    'contour+bone: `fast`, snr 0.5': ('contour_bone', 'snr05', None),
+    'contour+bone: `fast`, t0 0.45': ('contour_bone', 't045', None),
+    'contour+bone: `fast`, t0 0.5': ('contour_bone', 't05', None),
+    'contour+bone: `fast` without preconditioner': ('contour_bone', 'mom', None),
+    'contour+bone: `fast` without preconditioner or momentum': ('contour_bone', 'plain', None),
+    'contour: PC N = 500 (paper)': ('contour', 'pc500', 'pc:500'),
+    'contour: `fast`': ('contour', 'fast', None),
+    'contour: `fast` as pc:13, nc 3': ('contour', 'nc3', None),
+    'contour: `fast`, snr 0.5': ('contour', 'snr05', None),
+    'contour: `fast`, t0 0.45': ('contour', 't045', None),
+    'contour: `fast`, t0 0.5': ('contour', 't05', None),
+}
+
+
+def _fast_variant(name: str) -> str:
+  """The `fast` CSM string with the one change a session 22 row label names."""
+  fast = sampler_setting.FAST['csm']
+  return {'fast': fast, 'nc3': fast.replace('pc:17:', 'pc:13:').replace('nc=2', 'nc=3'),
+          'snr05': fast.replace('snr=0.4', 'snr=0.5'), 't045': fast + ',t0=0.45',
+          't05': fast + ',t0=0.5', 'mom': fast.replace(',pre=2.5,prew=4', ''),
+          'plain': fast.replace(',pre=2.5,prew=4', '').replace(',mom=0.8', '')}[name]
+
+
+@pytest.mark.parametrize('label', list(CSM_S22_ROWS))
+def test_csm_fast_bias_table_matches_its_result_files(label):
+  """Session 22: every cell of the row recomputed from its file (one CSM model)."""
+  rows = table_rows(RESULTS_MD, '| CSM (knee_drr 1.1.0, step 2000, Xeon host), condition')
+  assert set(rows) == set(CSM_S22_ROWS)
+  condition, name, setting = CSM_S22_ROWS[label]
+  d = _load(f'posterior_v1.1.0_s22_csm_{condition}_{name}_cpu.json')
+  ref = _load(f'posterior_v1.1.0_s22_csm_{condition}_pc500_cpu.json')
+  assert d['setting'] == (setting or _fast_variant(name))
+  assert (d['method'], d['condition'], d['checkpoint_step'], d['n_images'], d['split']) == (
+      'csm', condition, 2000, 30, 'test')
+  assert d['workdir'] == ref['workdir']  # one model
+  assert d['seeds'] == ([42, 43] if name.startswith('pc500') else [42, 43, 44, 45])
+  nfe, per_seed, mean_cell, gap, mae, ssim, dice, spread, errors = rows[label]
+  assert int(nfe) == d['nfe'] == (999 if name.startswith('pc500') else 49)
+  psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
+  ref_psnr = np.asarray(ref['single_sample_psnr_per_seed'], np.float64)
+  np.testing.assert_array_equal([float(x) for x in per_seed.split('/')], np.round(psnr, 2))
+  assert mean_std(mean_cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
+  if name == 'pc500':
+    assert gap == ''
+  else:
+    se = np.sqrt(psnr.var(ddof=1) / len(psnr) + ref_psnr.var(ddof=1) / len(ref_psnr))
+    assert mean_std(gap) == (round(psnr.mean() - ref_psnr.mean(), 2), round(se, 2))
+  means = d['single_sample_means_per_seed']
+  assert float(mae) == _rounded(np.mean(means['mae']), mae)
+  assert float(ssim) == _rounded(np.mean(means['ssim']), ssim)
+  if condition == 'contour_bone':
+    assert float(dice) == _rounded(np.mean(means['dice_bone']), dice)
+  else:
+    assert dice == ''
+  assert float(spread) == _rounded(d['spread']['var_draws'] * 1e4, spread)
+  region = d['mean_error_by_region']
+  assert [float(x) for x in errors.split('/')] == [
+      _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
