@@ -103,11 +103,14 @@ def error_by_region(samples: np.ndarray, images: np.ndarray,
   the contour+bone mask: where a sampler leaves the condition's brightness in its draws
   (SDEdit starts from the mask), this is positive there and shared by all seeds.
 
-  samples: (K, n, H, W, 1); images and contour_bone: (n, H, W, 1).
+  samples: (K, n, H, W, 1); images and contour_bone: (n, H, W, 1). A region without
+  pixels gets None.
   """
   err = (samples - images[None]).mean(axis=0)  # (n, H, W, 1): the draws' shared error
-  return {name: float(err[(contour_bone >= lo) & (contour_bone < hi)].mean())
-          for name, (lo, hi) in REGIONS.items()}
+  inside = {name: (contour_bone >= lo) & (contour_bone < hi)
+            for name, (lo, hi) in REGIONS.items()}
+  # None, not NaN (which is not JSON), for a region no image has.
+  return {name: float(err[m].mean()) if m.any() else None for name, m in inside.items()}
 
 
 def ideal_gain_db(k: int) -> float:
@@ -221,9 +224,10 @@ def summarize(paths: list[str]) -> list[dict]:
   """Single-draw PSNR over seeds, per setting, from this script's JSON files.
 
   Rows (sorted by NFE, then mean): setting, nfe, seeds, per-seed PSNR, mean, std over seeds
-  (ddof 1) and its standard error, and the draws' pixel variance across seeds (None if not
-  recorded): a sampler can gain single-draw PSNR by spreading its draws less than the
-  posterior does, which this shows; and the means over seeds of OTHER_METRICS (None where
+  (ddof 1) and its standard error, the draws' mean error by mask region (None if not
+  recorded), and the draws' pixel variance across seeds (None if not recorded): a
+  sampler can gain single-draw PSNR by spreading its draws less than the posterior does,
+  which this shows; and the means over seeds of OTHER_METRICS (None where
   not recorded). Where a `pc:500` file of the same run, condition, checkpoint and split
   drew the same seeds, each row also gets the paired gap to it: mean and std (ddof 1) over
   seeds of the per-seed PSNR differences. Seeds are shared, so a seed that is

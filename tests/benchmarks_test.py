@@ -349,3 +349,5 @@ def test_error_by_region_is_the_mean_offset_in_each_mask_level():
   noise -= noise.mean(axis=0)  # zero over draws: the mean error is exactly the offset
   got = posterior_mean.error_by_region(truth[None] + offset + noise, truth, mask)
   assert got == pytest.approx({'bone': 0.2, 'soft_tissue': -0.1, 'air': 0.03}, abs=1e-12)
+  no_bone = np.minimum(mask, 0.5)
+  assert posterior_mean.error_by_region(truth[None] + offset, truth, no_bone)['bone'] is None
