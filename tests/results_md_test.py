@@ -128,6 +128,38 @@ def test_table_one_on_data_version_1_1_0_matches_its_result_file():
                                              _rounded(x.std(), std)), (name, condition, key)
 
 
+def _check_draws_row(cells: list[str], d: dict, ref_psnr: np.ndarray, is_ref: bool,
+                     condition: str) -> None:
+  """The cells NFE | PSNR per seed | mean ± std | gap | MAE | SSIM | bone Dice | spread of a
+  posterior_mean result file `d`, against the PC N = 500 draws ref_psnr: each recomputed."""
+  nfe, per_seed, mean_cell, gap, mae, ssim, dice, spread = cells
+  assert int(nfe) == d['nfe']
+  psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
+  np.testing.assert_array_equal([float(x) for x in per_seed.split('/')], np.round(psnr, 2))
+  if len(psnr) > 1:
+    assert mean_std(mean_cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
+  else:
+    assert float(mean_cell) == round(psnr.mean(), 2)
+  if is_ref:
+    assert gap == ''
+  elif len(ref_psnr) > 1:  # +- the standard error of the difference of the two means
+    se = np.sqrt(psnr.var(ddof=1) / len(psnr) + ref_psnr.var(ddof=1) / len(ref_psnr))
+    assert mean_std(gap) == (round(psnr.mean() - ref_psnr.mean(), 2), round(se, 2))
+  else:
+    assert float(gap) == round(psnr.mean() - ref_psnr.mean(), 2)
+  means = d['single_sample_means_per_seed']
+  assert float(mae) == _rounded(np.mean(means['mae']), mae)
+  assert float(ssim) == _rounded(np.mean(means['ssim']), ssim)
+  if condition == 'contour_bone':
+    assert float(dice) == _rounded(np.mean(means['dice_bone']), dice)
+  else:
+    assert dice == ''
+  if d['spread'] is None:  # one draw
+    assert spread == '' and len(psnr) == 1
+  else:
+    assert float(spread) == _rounded(d['spread']['var_draws'] * 1e4, spread)
+
+
 FAST_MODELS = [('ctm', 'contour_bone'), ('csm', 'contour'), ('csm', 'contour_bone'),
                ('ctm', 'contour')]
 
@@ -148,32 +180,7 @@ def test_fast_sampler_on_data_version_1_1_0_matches_its_result_files(method, con
     assert d['workdir'] == ref['workdir']  # one model per pair
   ref_psnr = np.asarray(ref['single_sample_psnr_per_seed'], np.float64)
   for label, d in ((f'{name}: PC N = 500', ref), (f'{name}: `fast`', fast)):
-    nfe, per_seed, mean_cell, gap, mae, ssim, dice, spread = rows[label]
-    assert int(nfe) == d['nfe']
-    psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
-    np.testing.assert_array_equal([float(x) for x in per_seed.split('/')], np.round(psnr, 2))
-    if len(psnr) > 1:
-      assert mean_std(mean_cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
-    else:
-      assert float(mean_cell) == round(psnr.mean(), 2)
-    if d is ref:
-      assert gap == ''
-    elif len(ref_psnr) > 1:  # +- the standard error of the difference of the two means
-      se = np.sqrt(psnr.var(ddof=1) / len(psnr) + ref_psnr.var(ddof=1) / len(ref_psnr))
-      assert mean_std(gap) == (round(psnr.mean() - ref_psnr.mean(), 2), round(se, 2))
-    else:
-      assert float(gap) == round(psnr.mean() - ref_psnr.mean(), 2)
-    means = d['single_sample_means_per_seed']
-    assert float(mae) == _rounded(np.mean(means['mae']), mae)
-    assert float(ssim) == _rounded(np.mean(means['ssim']), ssim)
-    if condition == 'contour_bone':
-      assert float(dice) == _rounded(np.mean(means['dice_bone']), dice)
-    else:
-      assert dice == ''
-    if d['spread'] is None:  # one draw
-      assert spread == '' and len(psnr) == 1
-    else:
-      assert float(spread) == _rounded(d['spread']['var_draws'] * 1e4, spread)
+    _check_draws_row(rows[label][:8], d, ref_psnr, d is ref, condition)
 
 
 # Session 22's CSM table: row label -> (condition, file name part); the settings are checked
@@ -220,25 +227,10 @@ def test_csm_fast_bias_table_matches_its_result_files(label):
       'csm', condition, 2000, 30, 'test')
   assert d['workdir'] == ref['workdir']  # one model
   assert d['seeds'] == ([42, 43] if name.startswith('pc500') else [42, 43, 44, 45])
-  nfe, per_seed, mean_cell, gap, mae, ssim, dice, spread, errors = rows[label]
-  assert int(nfe) == d['nfe'] == (999 if name.startswith('pc500') else 49)
-  psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
-  ref_psnr = np.asarray(ref['single_sample_psnr_per_seed'], np.float64)
-  np.testing.assert_array_equal([float(x) for x in per_seed.split('/')], np.round(psnr, 2))
-  assert mean_std(mean_cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
-  if name == 'pc500':
-    assert gap == ''
-  else:
-    se = np.sqrt(psnr.var(ddof=1) / len(psnr) + ref_psnr.var(ddof=1) / len(ref_psnr))
-    assert mean_std(gap) == (round(psnr.mean() - ref_psnr.mean(), 2), round(se, 2))
-  means = d['single_sample_means_per_seed']
-  assert float(mae) == _rounded(np.mean(means['mae']), mae)
-  assert float(ssim) == _rounded(np.mean(means['ssim']), ssim)
-  if condition == 'contour_bone':
-    assert float(dice) == _rounded(np.mean(means['dice_bone']), dice)
-  else:
-    assert dice == ''
-  assert float(spread) == _rounded(d['spread']['var_draws'] * 1e4, spread)
+  assert d['nfe'] == (999 if name.startswith('pc500') else 49)
+  _check_draws_row(rows[label][:8], d, np.asarray(ref['single_sample_psnr_per_seed']),
+                   name == 'pc500', condition)
+  errors = rows[label][8]
   region = d['mean_error_by_region']
   assert [float(x) for x in errors.split('/')] == [
       _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
