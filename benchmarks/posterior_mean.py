@@ -137,8 +137,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
     base.eval.split = split
   root = 'eval_posterior' + (f'_{split}' if other_split else '')
   condition = evaluate.eval_condition(base)
-  if setting in sampler_setting.NAMED:  # `fast`: the run's method's setting string
-    setting = sampler_setting.resolve(base.method, setting)
+  setting = sampler_setting.expand(base.method, setting)  # `fast`: the method's string
   config = sampler_setting.configure(base, setting)
   tag = sampler_setting.setting_dir(setting)
   draws, per_seed = [], []

@@ -48,8 +48,7 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
     base = run_config.load(workdir)
     conditions = evaluate.CONDITIONS if base.method == 'csm' else (base.condition,)
     # `fast` names a different string per method; the rows and grid show the string.
-    resolved = [sampler_setting.resolve(base.method, s) if s in sampler_setting.NAMED else s
-                for s in settings]
+    resolved = [sampler_setting.expand(base.method, s) for s in settings]
     for condition in conditions:
       ref_path = os.path.join(evaluate.output_dir(workdir, condition, step), 'metrics.json')
       if not os.path.exists(ref_path):
@@ -165,7 +164,8 @@ def main() -> None:
   p.add_argument('--workdirs', nargs='+', required=True)
   p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
                  help='solver:n[:name=value,...], n = ode_steps for heun/dpm2 and N for '
-                 f"pc; names: {sorted(sampler_setting.OPTIONS)}; or 'fast', each run's method's setting")
+                 f'pc; names: {sorted(sampler_setting.OPTIONS)}; or "fast", the setting '
+                 "for each run's method")
   p.add_argument('--out', default='benchmarks/sampler_curve')
   p.add_argument('--grid_images', type=int, default=4,
                  help='test images in each samples_*.png (0: no picture)')

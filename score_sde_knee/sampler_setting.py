@@ -52,6 +52,12 @@ def resolve(method: str, sampler: str) -> str:
   return sampler
 
 
+def expand(method: str, setting: str) -> str:
+  """`fast` -> the setting string for `method`; any other setting unchanged (the benchmarks,
+  which also run plain strings on a U-Net, where they cost one forward pass)."""
+  return resolve(method, setting) if setting in NAMED else setting
+
+
 def apply(config: ml_collections.ConfigDict,
           sampler: str) -> tuple[ml_collections.ConfigDict, str]:
   """(a copy of config with --sampler's setting, the setting); says what it will run."""

@@ -66,3 +66,11 @@ def test_resolve_passes_settings_and_refuses_unet_and_unknown_names():
 def test_setting_dir_is_a_plain_folder_name():
   assert sampler_setting.setting_dir('heun:25:churn=40,tmax=30') == 'heun-25-churn40_tmax30'
   assert '/' not in sampler_setting.setting_dir(sampler_setting.FAST['ctm'])
+
+
+def test_expand_names_fast_per_method_and_keeps_other_strings():
+  assert sampler_setting.expand('csm', 'fast') == sampler_setting.FAST['csm']
+  assert sampler_setting.expand('ctm', 'fast') == sampler_setting.FAST['ctm']
+  assert sampler_setting.expand('unet', 'pc:2') == 'pc:2'  # a U-Net ignores the setting
+  with pytest.raises(ValueError, match='this run is a U-Net'):
+    sampler_setting.expand('unet', 'fast')
