@@ -7,8 +7,9 @@ volume is a leg-like scene of ellipsoids (score_sde_knee.analytic), whose exact 
 integrals give the relative L2 error. Also timed: the same volume with no air layer
 (the worst case for the projector, which skips layers of pure air), every voxel layer
 sampled (max_step_mm=0), and the phantom_64 size, (z, y, x) = (260, 200, 200) at 1 mm
-onto 64 x 64; with --build, the wall time of building knee_drr configs. Seconds are wall-clock medians after one warm-up call; the machine's
-load average is recorded because other processes share the cores.
+onto 64 x 64; with --build, the wall time of building knee_drr configs. Seconds are
+wall-clock medians after one warm-up call; the machine's load average is recorded because
+other processes share the cores.
 """
 import argparse
 import json

@@ -90,8 +90,9 @@ def config_for(scale: str, batch: int | None):
 def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dict:
   """Per compute dtype: compile, then the median over repeats of `steps` updates."""
   b = config.training.batch_size
-  batch = parallel.global_batch_from_local(
-      train_bench._batch(config, np.random.default_rng(0)), mesh)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  local = train_bench._batch(config, np.random.default_rng(0))
+  batch = parallel.global_batch_from_local(local, mesh)
   out = {}
   for dtype in ('float32', 'bfloat16'):
     c = _copy(config)
@@ -112,7 +113,8 @@ def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dic
     out[dtype] = {'compile_s': round(compile_s, 2), 'step_s': sec,
                   'images_per_s': b / sec, 'gflop_per_update': flops / 1e9,
                   'mfu_vs_bf16_peak': flops / sec / 1e9 / bf16_peak,
-                  'peak_device_bytes': train_bench._peak_device_bytes()}  # pylint: disable=protected-access
+                  # pylint: disable-next=protected-access
+                  'peak_device_bytes': train_bench._peak_device_bytes()}
     _log(f'train {dtype}: {sec * 1e3:.1f} ms per update, {b / sec:.1f} images/s')
     out['num_params'] = model_utils.count_params(holder[0].params)
     holder.clear()  # Frees this dtype's state before the next one is built.
@@ -206,7 +208,8 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
   rows = [[np.asarray(cond[i]), samples[i], truth[i]] for i in range(len(samples))]
   png = os.path.join(out, 'gpu_run_grid.png')
   visualize.save_grid(png, rows, col_titles=['contour+bone mask', 'sample (49 NFE)', 'DRR'])
-  return {'steps': step, 'train_compile_s': train_compile_s, 'train_s': train_s, 'images_per_s': b * step / train_s,
+  return {'steps': step, 'train_compile_s': train_compile_s, 'train_s': train_s,
+          'images_per_s': b * step / train_s,
           'warmup': warmup, 'lr': float(c.optim.lr), 'loss_every_25': losses,
           'sample_compile_s': sample_compile_s, 'sample_s': sampled_s,
           'samples': len(samples), 'psnr': float(metrics.psnr(samples, truth).mean()),

@@ -16,7 +16,8 @@ draws' mean error in the bone, soft tissue and air of the contour+bone mask
 --reference, the reference run's own `--mode=eval` metrics are put beside them.
 
 Each seed's batches go to workdir/eval_posterior/<condition>/<setting>/seed_<s>/ through
-`evaluate.evaluate(out_dir=...)`, so an interrupted run resumes. Prints one JSON object and
+`evaluate.evaluate(out_dir=...)`, so an interrupted run resumes (`draw_dirs` in the JSON
+names them: benchmarks.bias_maps draws pictures from them). Prints one JSON object and
 writes out/posterior_<method>_<condition>_<setting>.json and .png (the setting as a
 folder name: pc:17:snr=0.4 -> pc-17-snr0.4). --step=S draws from the kept
 checkpoint S instead of the newest (folders eval_posterior/step_S/..., files *_stepS.*).
@@ -81,15 +82,21 @@ def spread(samples: np.ndarray, images: np.ndarray) -> dict[str, float]:
   regressor estimates. Returns the mean over images of: mse_single (per-pixel MSE of one
   draw, averaged over draws), var_draws (per-pixel variance across draws, ddof 1, an
   estimate of tr C / pixels) and their ratio calibration = mse_single / (2 var_draws):
-  about 1 when the error is all spread, above 1 when draws share a bias.
+  about 1 when the error is all spread, above 1 when draws share a bias (None where an
+  image's draws are all equal).
   """
   if len(samples) < 2:
     raise ValueError(f'spread needs at least 2 draws per image, got {len(samples)}')
   axes = tuple(range(2, samples.ndim))
   mse_single = np.mean((samples - images[None]) ** 2, axis=axes).mean(axis=0)  # (n,)
   var_draws = samples.var(axis=0, ddof=1).mean(axis=tuple(range(1, samples.ndim - 1)))
+  # Draws that agree exactly (a U-Net's, whatever the seed) have no calibration: None,
+  # not inf, which JSON cannot hold.
+  distinct = np.any(samples != samples[:1], axis=(0,) + axes)  # (n,)
+  calibration = (float(np.mean(mse_single / (2.0 * var_draws))) if distinct.all()
+                 else None)
   return {'mse_single': float(mse_single.mean()), 'var_draws': float(var_draws.mean()),
-          'calibration': float(np.mean(mse_single / (2.0 * var_draws)))}
+          'calibration': calibration}
 
 
 # The contour+bone mask's levels (DESIGN.md: background 0, leg 0.5, bone 1.0), split
@@ -140,7 +147,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
   setting = sampler_setting.expand(base.method, setting)  # `fast`: the method's string
   config = sampler_setting.configure(base, setting)
   tag = sampler_setting.setting_dir(setting)
-  draws, per_seed = [], []
+  draws, per_seed, dirs = [], [], []
   others = {m: [] for m in OTHER_METRICS}
   for s, seed in enumerate(seeds):
     config.seed = seed
@@ -148,6 +155,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
           file=sys.stderr, flush=True)
     d = os.path.join(evaluate.output_dir(workdir, condition, step, root=root),
                      tag, f'seed_{config.seed}')
+    dirs.append(d)
     got = evaluate.evaluate(config, workdir, out_dir=d, step=step)
     by_index = report.load_samples(os.path.join(d, 'samples.npz'))
     draws.append(np.stack([by_index[i] for i in sorted(by_index)]).astype(np.float64))
@@ -170,6 +178,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
       'ideal_average_of_k_psnr': [curve['psnr'][0] + ideal_gain_db(i) for i in curve['k']],
       'spread': spread(samples, images) if k > 1 else None,
       'mean_error_by_region': error_by_region(samples, images, data['contour_bone']),
+      'draw_dirs': dirs,  # each seed's samples.npz, for benchmarks.bias_maps
   }
   if reference:
     ref_cfg = run_config.load(reference)

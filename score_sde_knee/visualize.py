@@ -98,7 +98,8 @@ def save_phantom_png(path: str, phantom) -> None:
   ez, ey, ex = nz * sz / 2, ny * sy / 2, nx * sx / 2
   p = phantom.params
   oz, oy, ox = p['offset_mm']
-  cut = dict(z=oz + p['patella_z'] - p['patella_h'] / 4, y=oy - 10 * p['scale'], x=ox + 10 * p['scale'])
+  cut = dict(z=oz + p['patella_z'] - p['patella_h'] / 4, y=oy - 10 * p['scale'],
+             x=ox + 10 * p['scale'])
   iz, iy, ix = (int(np.clip((cut[a] + e) / h - 0.5, 0, n - 1))
                 for a, e, h, n in (('z', ez, sz, nz), ('y', ey, sy, ny), ('x', ex, sx, nx)))
   mu = np.maximum(hu, -1000) + 1000

@@ -57,6 +57,10 @@ def test_spread_of_calibrated_gaussian_draws():
                                                     abs=0.15)
   with pytest.raises(ValueError, match='at least 2 draws'):
     posterior_mean.spread(draws[:1], truth)
+  # Draws that agree exactly (a U-Net's): no spread, so no calibration (None, not inf).
+  same = posterior_mean.spread(np.stack([truth + 0.1] * 3), truth)
+  assert same['var_draws'] == pytest.approx(0, abs=1e-20) and same['calibration'] is None
+  assert same['mse_single'] == pytest.approx(0.01)
 
 
 def test_samples_grid_shows_the_same_images_for_every_setting(tmp_path, data_dir,

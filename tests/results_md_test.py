@@ -234,3 +234,77 @@ def test_csm_fast_bias_table_matches_its_result_files(label):
   region = d['mean_error_by_region']
   assert [float(x) for x in errors.split('/')] == [
       _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
+
+
+# Session 23: RESULTS row label -> (condition, file name), the CSM files of sessions 22-23.
+CSM_S23_ROWS = {
+    'contour+bone: PC N = 500 (paper)': ('contour_bone', 's23_csm_contour_bone_pc500'),
+    'contour+bone: PC N = 500 + preconditioner': ('contour_bone', 's23_csm_contour_bone_pc500pre'),
+    'contour+bone: `fast`': ('contour_bone', 's22_csm_contour_bone_fast'),
+    'contour: PC N = 500 (paper)': ('contour', 's23_csm_contour_pc500'),
+    'contour: PC N = 500 + preconditioner': ('contour', 's23_csm_contour_pc500pre'),
+    'contour: `fast`': ('contour', 's22_csm_contour_fast'),
+}
+
+
+@pytest.mark.parametrize('label', list(CSM_S23_ROWS))
+def test_csm_four_seed_table_matches_its_result_files(label):
+  """Session 23: every cell, the paired gap from the per-seed PSNR of both files."""
+  rows = table_rows(RESULTS_MD, '| CSM (knee_drr 1.1.0, step 2000, Xeon host, seeds 42-45)')
+  assert set(rows) == set(CSM_S23_ROWS)
+  condition, name = CSM_S23_ROWS[label]
+  d = _load(f'posterior_v1.1.0_{name}_cpu.json')
+  ref = _load(f'posterior_v1.1.0_s23_csm_{condition}_pc500_cpu.json')
+  assert (d['workdir'], d['condition'], d['seeds']) == (ref['workdir'], condition,
+                                                        [42, 43, 44, 45])
+  nfe, per_seed, mean_cell, gap, spread, calibration, errors = rows[label]
+  assert int(nfe) == d['nfe']
+  psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
+  np.testing.assert_array_equal([float(x) for x in per_seed.split('/')], np.round(psnr, 2))
+  assert mean_std(mean_cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
+  diff = psnr - np.asarray(ref['single_sample_psnr_per_seed'], np.float64)
+  if d['setting'] == 'pc:500':
+    assert gap == ''
+  else:
+    assert mean_std(gap) == (round(diff.mean(), 2), round(diff.std(ddof=1), 2))
+  s = d['spread']
+  assert float(spread) == _rounded(s['var_draws'] * 1e4, spread)
+  assert float(calibration) == _rounded(s['calibration'], calibration)
+  region = d['mean_error_by_region']
+  assert [float(x) for x in errors.split('/')] == [
+      _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
+
+
+BIAS_S23_FILES = {'contour+bone': 'bias_maps_v1.1.0_s23_csm_ctm_contour_bone_cpu.json',
+                  'contour': 'bias_maps_v1.1.0_s23_csm_contour_cpu.json'}
+BIAS_S23_LABELS = {'pc:500': 'PC N = 500', 'pc:500:pre=2.5,prew=4':
+                   'PC N = 500 + preconditioner'}
+
+
+def test_distance_to_edge_table_matches_its_result_files():
+  """Session 23: every cell from benchmarks.bias_maps' files, whose draws are the
+  posterior_mean files' (their region errors agree)."""
+  rows = table_rows(RESULTS_MD, '| condition: model, sampler (draws) | air > 3 px |')
+  expected = {}
+  for condition, name in BIAS_S23_FILES.items():
+    for f in _load(name)['files']:
+      posterior = json.loads(read(f['path']))
+      assert f['error_by_region'] == pytest.approx(posterior['mean_error_by_region'])
+      assert f['seeds'] == posterior['seeds']
+      method = posterior['method'].upper()
+      fast = f['setting'] == sampler_setting.FAST[posterior['method']]
+      sampler = '`fast`' if fast else BIAS_S23_LABELS[f['setting']]
+      expected[f'{condition}: {method}, {sampler} ({len(f["seeds"])})'] = f
+  assert set(rows) == set(expected) | {'pixels (of 122880)', 'truth (mean)'}
+  bands = next(iter(expected.values()))['error_by_distance']
+  pixels = [b['pixels'] for b in bands]
+  assert [int(x) for x in rows['pixels (of 122880)'][:7]] == pixels
+  near = sum(pixels[1:5])
+  assert rows['pixels (of 122880)'][7] == f'{round(100 * near / 122880)} % of pixels'
+  assert [float(x) for x in rows['truth (mean)'][:7]] == [round(b['truth'], 3) for b in bands]
+  for label, f in expected.items():
+    got = f['error_by_distance']
+    assert [b['pixels'] for b in got] == pixels  # one subset, one set of masks
+    assert [float(x) for x in rows[label][:7]] == [round(b['error'], 3) for b in got]
+    share = sum(b['sq_error_share'] for b in got[1:5])  # within 3 px: air and leg
+    assert rows[label][7] == f'{round(100 * share)} %'

@@ -1,6 +1,6 @@
-"""The repository's Python against the project's rules: no deprecated JAX/Flax APIs, and no
+"""The repository's Python against the project's rules: no deprecated JAX/Flax APIs, no
 name that is used but never defined (which only fails when that line runs, e.g. a script's
---help)."""
+--help), and no line over 100 columns."""
 import os
 import re
 
@@ -94,4 +94,25 @@ def test_no_undefined_names_in_the_repository():
   for path in _python_files():
     with open(path, encoding='utf-8') as f:
       found += _undefined(f.read(), os.path.relpath(path, ROOT))
+  assert not found
+
+
+MAX_COLUMNS = 100
+
+
+def _long_lines(text: str, name: str) -> list[str]:
+  return [f'{name}:{i}: {len(line)} columns' for i, line in enumerate(text.splitlines(), 1)
+          if len(line) > MAX_COLUMNS]
+
+
+def test_the_check_finds_a_long_line():
+  assert _long_lines('x = 1\n' + 'y' * 101 + '\n' + 'z' * 100, 'a.py') == [
+      'a.py:2: 101 columns']
+
+
+def test_no_line_over_100_columns():
+  found = []
+  for path in _python_files():
+    with open(path, encoding='utf-8') as f:
+      found += _long_lines(f.read(), os.path.relpath(path, ROOT))
   assert not found
