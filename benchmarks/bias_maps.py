@@ -159,6 +159,10 @@ def error_by_distance(draws: np.ndarray, images: np.ndarray, contour_bone: np.nd
   return rows
 
 
+def _signed(x: float | None) -> str:
+  return 'n/a' if x is None else f'{x:+.3f}'  # None: a region without pixels
+
+
 def plot(entries: list[dict], labels: list[str], indices: list[int], path: str,
          limit: float | None = None):
   """Rows: the images `indices`; columns: condition, truth, then per entry its first seed's
@@ -179,8 +183,8 @@ def plot(entries: list[dict], labels: list[str], indices: list[int], path: str,
   for label, e in zip(labels, entries):
     r = e['error_by_region']
     titles += ['\n'.join(textwrap.wrap(label, 22)) + f"\none draw (seed {e['seeds'][0]})",
-               f"mean error of {len(e['seeds'])} draws\nsoft tissue {r['soft_tissue']:+.3f},"
-               f" bone {r['bone']:+.3f}"]
+               f"mean error of {len(e['seeds'])} draws\nsoft tissue {_signed(r['soft_tissue'])},"
+               f" bone {_signed(r['bone'])}"]
   for i, idx in enumerate(indices):
     cells = [(first['mask'][idx], 'gray'), (first['images'][idx], 'gray')]
     for e, err in zip(entries, errors):
