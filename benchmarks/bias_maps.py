@@ -31,13 +31,11 @@ if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import posterior_mean  # pylint: disable=g-import-not-at-top
-from score_sde_knee import evaluate
 from score_sde_knee import files
 from score_sde_knee import input_pipeline
 from score_sde_knee import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
-from score_sde_knee import sampler_setting
 from score_sde_knee import visualize
 from score_sde_knee import xla_cpu
 
@@ -45,7 +43,6 @@ from score_sde_knee import xla_cpu
 # Signed distance to the leg's edge, in pixels (negative: air outside the leg): the skin
 # line, one and three pixels either side of it, and the inside of the leg.
 DISTANCE_BANDS = (-np.inf, -3.5, -1.5, 0.0, 1.5, 3.5, 6.5, np.inf)
-REGIONS = posterior_mean.REGIONS
 PROFILE_PX = (-8, 16)  # plot_profile's range of distances
 
 
@@ -54,17 +51,14 @@ def draw_dirs(result: dict) -> list[str]:
   found from its workdir, condition, setting, split and checkpoint step)."""
   if result.get('draw_dirs'):
     return result['draw_dirs']
-  workdir, condition = result['workdir'], result['condition']
   split = result.get('split', 'test')
-  root = 'eval_posterior'
-  if split != run_config.load(workdir).eval.split:
-    root += f'_{split}'
-  tag = sampler_setting.setting_dir(result['setting'])
+  other = split if split != run_config.load(result['workdir']).eval.split else None
   tried = []
   # The newest checkpoint's folder, or a --step run's (step_<S>).
   for step in (None, result['checkpoint_step']):
-    dirs = [os.path.join(evaluate.output_dir(workdir, condition, step, root=root), tag,
-                         f'seed_{s}') for s in result['seeds']]
+    dirs = [posterior_mean.draw_dir(result['workdir'], result['condition'],
+                                    result['setting'], s, step, other)
+            for s in result['seeds']]
     tried.append(dirs[0])
     if all(_checkpoint_step(d) == result['checkpoint_step'] for d in dirs):
       return dirs
@@ -139,8 +133,8 @@ def error_by_distance(draws: np.ndarray, images: np.ndarray, contour_bone: np.nd
   pixels.
   """
   cb = contour_bone[..., 0]
-  d = signed_distance(cb >= REGIONS['soft_tissue'][0])
-  keep = cb < REGIONS['bone'][0]
+  d = signed_distance(cb >= posterior_mean.REGIONS['soft_tissue'][0])
+  keep = cb < posterior_mean.REGIONS['bone'][0]
   diff = (draws - images[None])[..., 0]
   err, sq = diff.mean(axis=0), (diff**2).mean(axis=0)
   total = sq.sum()

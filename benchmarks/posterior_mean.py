@@ -125,6 +125,15 @@ def ideal_gain_db(k: int) -> float:
   return 10.0 * np.log10(2.0 * k / (k + 1.0))
 
 
+def draw_dir(workdir: str, condition: str, setting: str, seed: int,
+             step: int | None = None, other_split: str | None = None) -> str:
+  """Where one seed's draws go: workdir/eval_posterior[_<other_split>]/[step_S/]<condition>/
+  <setting as a folder name>/seed_<seed> (other_split: a split other than the run's own)."""
+  root = 'eval_posterior' + (f'_{other_split}' if other_split else '')
+  return os.path.join(evaluate.output_dir(workdir, condition, step, root=root),
+                      sampler_setting.setting_dir(setting), f'seed_{seed}')
+
+
 def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
         condition: str | None = None,
         reference_psnr: tuple[str, float] | None = None,
@@ -142,19 +151,18 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
       raise ValueError(f'--reference is a run\'s own evaluation of {base.eval.split!r}, '
                        f'not of --split={split!r}: draw the reference with --setting pc:500.')
     base.eval.split = split
-  root = 'eval_posterior' + (f'_{split}' if other_split else '')
   condition = evaluate.eval_condition(base)
   setting = sampler_setting.expand(base.method, setting)  # `fast`: the method's string
   config = sampler_setting.configure(base, setting)
   tag = sampler_setting.setting_dir(setting)
   draws, per_seed, dirs = [], [], []
+  own_split = split if other_split else None
   others = {m: [] for m in OTHER_METRICS}
   for s, seed in enumerate(seeds):
     config.seed = seed
     print(f'== {workdir} {condition} {setting} seed {seed} ({s + 1}/{k})',
           file=sys.stderr, flush=True)
-    d = os.path.join(evaluate.output_dir(workdir, condition, step, root=root),
-                     tag, f'seed_{config.seed}')
+    d = draw_dir(workdir, condition, setting, seed, step, own_split)
     dirs.append(d)
     got = evaluate.evaluate(config, workdir, out_dir=d, step=step)
     by_index = report.load_samples(os.path.join(d, 'samples.npz'))

@@ -89,12 +89,17 @@ def test_the_check_finds_an_undefined_name():
   assert not _undefined('import os\nOPTIONS = 1\ndef f():\n  return OPTIONS\n', 'c.py')
 
 
-def test_no_undefined_names_in_the_repository():
+def _over_repository(check) -> list[str]:
+  """check(text, relative path) -> findings, over every Python file of the repository."""
   found = []
   for path in _python_files():
     with open(path, encoding='utf-8') as f:
-      found += _undefined(f.read(), os.path.relpath(path, ROOT))
-  assert not found
+      found += check(f.read(), os.path.relpath(path, ROOT))
+  return found
+
+
+def test_no_undefined_names_in_the_repository():
+  assert not _over_repository(_undefined)
 
 
 MAX_COLUMNS = 100
@@ -111,8 +116,4 @@ def test_the_check_finds_a_long_line():
 
 
 def test_no_line_over_100_columns():
-  found = []
-  for path in _python_files():
-    with open(path, encoding='utf-8') as f:
-      found += _long_lines(f.read(), os.path.relpath(path, ROOT))
-  assert not found
+  assert not _over_repository(_long_lines)
