@@ -298,8 +298,8 @@ def main() -> None:
   p.add_argument('--workdir', help='a trained CTM or CSM run (required unless --summarize)')
   p.add_argument('--k', type=int, default=8, help='samples per image (seeds)')
   p.add_argument('--setting', default='pc:100',
-                 help="solver:n[:name=value,...], or 'fast': the run's method's setting "
-                      '(score_sde_knee/sampler_setting.py)')
+                 help="solver:n[:name=value,...], or 'fast' / 'fast-air': the run's method's "
+                      'setting (score_sde_knee/sampler_setting.py)')
   p.add_argument('--condition', default=None, help='CSM: contour or contour_bone')
   p.add_argument('--reference', default=None, help='a run evaluated with --mode=eval')
   p.add_argument('--reference_psnr', default=None,

@@ -164,8 +164,8 @@ def main() -> None:
   p.add_argument('--workdirs', nargs='+', required=True)
   p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
                  help='solver:n[:name=value,...], n = ode_steps for heun/dpm2 and N for '
-                 f'pc; names: {sorted(sampler_setting.OPTIONS)}; or "fast", the setting '
-                 "for each run's method")
+                 f'pc; names: {sorted(sampler_setting.OPTIONS)}; or "fast" / "fast-air", '
+                 "the setting for each run's method")
   p.add_argument('--out', default='benchmarks/sampler_curve')
   p.add_argument('--grid_images', type=int, default=4,
                  help='test images in each samples_*.png (0: no picture)')

@@ -87,6 +87,8 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   p.precond = 0.0                   # pc: > 0 lengthens the corrector's low-frequency steps.
   p.precond_width = 4.0             # pc: the boost's Gaussian low-pass std, pixels.
   p.momentum = 0.0                  # pc: > 0 makes the corrector underdamped (velocity kept).
+  p.known_air = False               # pc: hold the pixels outside the mask at air (0),
+  p.air_margin = 0                  # all but those within this many pixels of the mask.
   p.eps = 1e-5                      # Last time of the grid.
   p.ode_steps = 18                  # heun / dpm2: N noise levels, NFE = 2N - 1 (EDM: 18).
   p.rho = 7.0                       # heun / dpm2: EDM schedule exponent.

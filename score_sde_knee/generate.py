@@ -18,8 +18,9 @@ config.data.image_size. Options:
   resize=True (--resize)  resize masks of another size to image_size x image_size with
                           nearest neighbours, so labels stay labels.
   sampler='fast'          the 49-evaluation sampler of benchmarks/RESULTS.md instead of
-  (--sampler=fast)        the config's (PC N = 500: 999), or any setting such as pc:100
-                          (score_sde_knee/sampler_setting.py).
+  (--sampler=fast)        the config's (PC N = 500: 999), 'fast-air' the same with the
+                          air outside the mask held (CSM's best), or any setting such as
+                          pc:100 (score_sde_knee/sampler_setting.py).
 Outputs in `out`, for mask <name> (its file stem, or test_<index>) and sample k:
   <name>_s<k>.png   16-bit grayscale PNG, round(x * 65535)
   <name>_s<k>.npy   float32 (H, W, 1) in [0, 1]

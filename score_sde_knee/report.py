@@ -263,7 +263,7 @@ def main(argv=None):
   p.add_argument('--data_dir', default=None, help='TFDS data dir (default: the saved '
                  "config's)")
   p.add_argument('--sampler', default=None, help="CTM / CSM: the results of --mode=eval "
-                 "--sampler=<this> ('fast' or a setting) instead of the runs' own")
+                 "--sampler=<this> ('fast', 'fast-air' or a setting) instead of the runs' own")
   a = p.parse_args(argv)
   try:
     paths = write_report(a.workdirs, a.out, num_images=a.num_images, data_dir=a.data_dir,

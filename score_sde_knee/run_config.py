@@ -20,6 +20,8 @@ ADDED_FIELDS = {
     'sampling.precond': 0.0,
     'sampling.precond_width': 4.0,
     'sampling.momentum': 0.0,
+    'sampling.known_air': False,
+    'sampling.air_margin': 0,
     'eval.view_stride': 1,
     'eval.condition': '',
 }
@@ -123,6 +125,7 @@ _RANGES = {
     'sampling.precond': (0.0, None, True, True),
     'sampling.precond_width': (0.0, None, False, True),
     'sampling.momentum': (0.0, 1.0, True, False),
+    'sampling.air_margin': (0, None, True, True),
     'sampling.ode_steps': (2, None, True, True),
     'sampling.rho': (0.0, None, False, True),
     'sampling.s_churn': (0.0, None, True, True),
@@ -164,6 +167,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = f'>= {lo}' if closed else f'> {lo}'
       upper = '' if hi is None else f' and <= {hi}' if hi_closed else f' and < {hi}'
       raise ValueError(f'config.{field}={value!r}: expected a value {bound}{upper}.')
+  known_air = get('sampling.known_air')
+  if known_air is not None and not isinstance(known_air, bool):
+    raise ValueError(f'config.sampling.known_air={known_air!r}: expected True or False.')
+  if known_air and get('sampling.method') != 'pc':
+    raise ValueError(f'config.sampling.known_air=True needs config.sampling.method=pc, got '
+                     f'{get("sampling.method")!r}.')
   if config.sde.sigma_max <= config.sde.sigma_min:
     raise ValueError(f'config.sde.sigma_max={config.sde.sigma_max!r} must exceed '
                      f'config.sde.sigma_min={config.sde.sigma_min!r}.')

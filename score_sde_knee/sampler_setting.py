@@ -21,9 +21,10 @@ from score_sde_knee import run_config
 OPTIONS = {'churn': 's_churn', 'tmin': 's_tmin', 'tmax': 's_tmax', 'snoise': 's_noise',
            'rho': 'rho', 'snr': 'snr', 'pred': 'predictor', 'nc': 'n_steps_each', 't0': 't0',
            'jump': 't_jump', 'pre': 'precond', 'prew': 'precond_width',
-           'mom': 'momentum'}
+           'mom': 'momentum', 'air': 'known_air', 'airm': 'air_margin'}
 TEXT_OPTIONS = ('pred',)  # Taken as text; the others are numbers.
-INT_OPTIONS = ('nc',)      # Langevin steps per level (pc).
+INT_OPTIONS = ('nc', 'airm')  # Langevin steps per level (pc); pixels.
+BOOL_OPTIONS = ('air',)    # 0 or 1.
 
 # 17 ancestral predictor steps + 16 x 2 preconditioned momentum Langevin steps = 49
 # evaluations (RESULTS.md, sessions 8, 13-15). The jump to t 0.65 lies above CSM's t0 0.4,
@@ -32,7 +33,10 @@ FAST = {
     'ctm': 'pc:17:pred=ancestral,nc=2,snr=0.5,pre=2.5,prew=4,jump=0.65,mom=0.8',
     'csm': 'pc:17:pred=ancestral,nc=2,snr=0.4,pre=2.5,prew=4,jump=0.65,mom=0.8',
 }
-NAMED = ('fast',)
+# `fast` with the pixels outside the mask held at air but for a free 1 px ring: the margin
+# chosen on validation images for CSM (RESULTS.md, session 25).
+AIR = ',air=1,airm=1'
+NAMED = ('fast', 'fast-air')
 
 
 def resolve(method: str, sampler: str) -> str:
@@ -45,7 +49,7 @@ def resolve(method: str, sampler: str) -> str:
     raise ValueError(f'--sampler={sampler}: this run is a U-Net, which takes one forward '
                      'pass and no sampler; --sampler applies to CTM and CSM runs.')
   if sampler in NAMED:
-    return FAST[method]
+    return FAST[method] + (AIR if sampler == 'fast-air' else '')
   if ':' not in sampler:
     raise ValueError(f'--sampler={sampler}: expected one of {NAMED} or a setting '
                      'solver:n[:name=value,...] such as pc:100 or heun:18:churn=40.')
@@ -53,8 +57,9 @@ def resolve(method: str, sampler: str) -> str:
 
 
 def expand(method: str, setting: str) -> str:
-  """`fast` -> the setting string for `method`; any other setting unchanged (the benchmarks,
-  which also run plain strings on a U-Net, where they cost one forward pass)."""
+  """`fast`, `fast-air` -> the setting string for `method`; any other setting unchanged
+  (the benchmarks, which also run plain strings on a U-Net, where they cost one forward
+  pass)."""
   return resolve(method, setting) if setting in NAMED else setting
 
 
@@ -77,7 +82,9 @@ def configure(config: ml_collections.ConfigDict, setting: str) -> ml_collections
   steps per level, 'pc:25:t0=0.6' CSM (SDEdit) started at t0 = 0.6, 'pc:25:jump=0.5' a
   first step from t = 1 straight to t = 0.5, 'pc:25:pre=3,prew=4' a corrector whose
   lowest frequencies take 4x the step (Gaussian low-pass of std 4 px), 'pc:25:mom=0.8' an
-  underdamped corrector that keeps 80 % of its velocity per step.
+  underdamped corrector that keeps 80 % of its velocity per step, 'pc:500:air=1,airm=1'
+  the pixels outside the mask held at air but for a free 1 px ring (sampling.py, "Known
+  pixels").
 
   Raises:
     ValueError: the setting's syntax, a name or a value, with the part named.
@@ -101,6 +108,11 @@ def configure(config: ml_collections.ConfigDict, setting: str) -> ml_collections
     if name not in OPTIONS or not value:
       raise ValueError(f'setting {setting!r}: {item!r} is not name=value with a name in '
                        f'{sorted(OPTIONS)}')
+    if name in BOOL_OPTIONS:
+      if value not in ('0', '1'):
+        raise ValueError(f'setting {setting!r}: {name}={value!r} must be 0 or 1')
+      config.sampling[OPTIONS[name]] = value == '1'
+      continue
     try:
       config.sampling[OPTIONS[name]] = (value if name in TEXT_OPTIONS else
                                         int(value) if name in INT_OPTIONS else float(value))

@@ -43,9 +43,21 @@ Which noise level the score sees (checked against score_sde's `sampling.py`,
     data with spread the ancestral step errs the other way (a little too little noise);
     the Langevin corrector pulls both back (tests/sampling_test.py).
 
+Known pixels (`known`, score_sde's inpainting, `get_pc_inpainter`): a mask and values.
+The start and the state after each corrector and each predictor step are reset, on the
+mask, to the values perturbed to the level the state is at (sigma_i after the corrector,
+sigma_{i+1} after the predictor), and the returned mean holds the values themselves.
+score_sde perturbs after the predictor to sigma_i, the level before the step; we use the
+level the step lands on. `known_air` in CTM and CSM uses it with the mask's zero pixels
+and the value 0: the contour is DRR > 0.1, so outside it the radiograph is air, zero in
+all but the partial pixels at the edge. Left free, SDEdit draws the leg 1-3 px past its
+contour (benchmarks/RESULTS.md, session 23).
+
 Randomness: step i draws its noise from `fold_in(rng, i)`, split into (predictor key,
 corrector key); corrector sub-step j uses `fold_in(corrector key, j)`; an underdamped
-corrector's initial velocity uses `fold_in(rng, N)`. CTM and CSM first
+corrector's initial velocity uses `fold_in(rng, N)`; the known pixels' noise at the
+start uses `fold_in(rng, N + 1)`, and in step i `fold_in(rng, N + 2 + i)`, split into
+(after the corrector, after the predictor). CTM and CSM first
 split their key into (initial-noise key, loop key). The result depends only on the key,
 not on how the batch is sharded (JAX's partitionable threefry).
 
@@ -142,7 +154,8 @@ def pc_sample(score_fn: ScoreFn,
               t_jump: float = 1.0,
               precond: float = 0.0,
               precond_width: float = 4.0,
-              momentum: float = 0.0) -> Array:
+              momentum: float = 0.0,
+              known: tuple[Array, Array] | None = None) -> Array:
   """Predictor-corrector sampling of the reverse VE SDE from t_start down to eps.
 
   Args:
@@ -166,9 +179,12 @@ def pc_sample(score_fn: ScoreFn,
     momentum: > 0 makes the corrector underdamped (langevin.underdamped_step): each
       Langevin step keeps this fraction of a velocity that the predictor steps carry from
       level to level.
+    known: (mask, values), each broadcastable to x: where mask is true the state is held
+      at values plus noise of its level (module docstring); None = no known pixels.
 
   Returns:
-    (B, H, W, C) noise-free mean of the last predictor step (not clipped), x_init's dtype.
+    (B, H, W, C) noise-free mean of the last predictor step (not clipped), x_init's dtype;
+    with `known`, the values on the mask.
   """
   n_steps = sde.num_scales if n_steps is None else n_steps
   _check_pc_args(t_start, eps, n_steps, snr, n_corrector, order, predictor, t_jump,
@@ -185,6 +201,14 @@ def pc_sample(score_fn: ScoreFn,
   underdamped = use_corrector and momentum > 0
   no_kick = jnp.zeros((batch,) + (1,) * (x_init.ndim - 1), dtype)
 
+  def reset(x, sigma, key):
+    """x with the known pixels at their values perturbed to noise level sigma (key None:
+    the values themselves)."""
+    if known is None:
+      return x
+    mask, values = known
+    return jnp.where(mask, values if key is None else values + sigma * _normal_like(key, x), x)
+
   def corrector(x, u, t, key, n):
     def body(j, carry):
       x, u, pending = carry
@@ -200,6 +224,7 @@ def pc_sample(score_fn: ScoreFn,
     x, _, u = carry
     t = jnp.full((batch,), ts[i], dtype)
     key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
+    key_kc, key_kp = jax.random.split(jax.random.fold_in(rng, n_steps + 2 + i))
     pending = no_kick
     if use_corrector:
       n = n_corrector
@@ -207,6 +232,7 @@ def pc_sample(score_fn: ScoreFn,
         # No corrector before the first predictor step: see the module docstring.
         n = jnp.where(i == 0, 0, n_corrector)
       x, u, pending = corrector(x, u, t, key_c, n)
+      x = reset(x, sigmas[i], key_kc)
     var = sigmas[i] ** 2 - sigmas_next[i] ** 2
     score = score_fn(x, t, cond)
     if underdamped:  # The predictor's score ends the corrector's last leapfrog step.
@@ -215,26 +241,47 @@ def pc_sample(score_fn: ScoreFn,
     std = jnp.sqrt(var)
     if predictor == 'ancestral':
       std = std * sigmas_next[i] / sigmas[i]
-    x = x_mean + std * _normal_like(key_p, x)
-    return x, x_mean, u
+    x = reset(x_mean + std * _normal_like(key_p, x), sigmas_next[i], key_kp)
+    return x, reset(x_mean, 0.0, None), u
 
   # The velocity starts at its equilibrium law N(0, P); fold_in(rng, N) is no step's key.
   u0 = None
   if underdamped:
     u0 = _normal_like(jax.random.fold_in(rng, n_steps), x_init)
     u0 = u0 if boost is None else langevin.fourier_filter(u0, jnp.sqrt(boost))
+  x_init = reset(x_init, sigmas[0], jax.random.fold_in(rng, n_steps + 1))
   _, x_mean, _ = jax.lax.fori_loop(0, n_steps, step, (x_init, x_init, u0))
   return x_mean
 
 
+def air_pixels(segmentation: Array, margin: int = 0) -> tuple[Array, Array]:
+  """`known` for pc_sample: value 0 on the pixels where every channel of the segmentation is
+  0 and that lie more than margin + 0.5 pixels (centre to centre) from the nearest
+  segmented pixel; margin 0 holds all of them (module docstring, "Known pixels")."""
+  leg = jnp.any(segmentation != 0, axis=-1, keepdims=True)
+  if margin > 0:  # Dilate by a disk of radius margin + 0.5, as a union of shifts.
+    height, width = leg.shape[1:3]
+    padded = jnp.pad(leg, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+    reach = (margin + 0.5) ** 2
+    for dy in range(-margin, margin + 1):
+      for dx in range(-margin, margin + 1):
+        if dy * dy + dx * dx <= reach:
+          leg = leg | padded[:, margin + dy:margin + dy + height,
+                             margin + dx:margin + dx + width]
+  return ~leg, jnp.zeros((), segmentation.dtype)
+
+
 def ctm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, cond: Array, rng: Array, *,
-               channels: int = 1, **pc_kwargs: Any) -> Array:
+               channels: int = 1, known_air: bool = False, air_margin: int = 0,
+               **pc_kwargs: Any) -> Array:
   """Conditional score model (paper Alg. 2): from the prior N(0, sigma_max^2 I) at t = 1.
 
   Args:
     score_fn: conditional score s(x, t, cond).
     cond: (B, H, W, Cc) segmentation.
     channels: image channels C of the sample.
+    known_air: hold the pixels outside the segmentation at air, 0 (module docstring),
+      all but those within air_margin pixels of it.
     **pc_kwargs: keyword arguments of `pc_sample` other than t_start.
 
   Returns:
@@ -244,12 +291,14 @@ def ctm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, cond: Array, rng: Array, *
   # sde.prior_sampling(key_init, shape), drawn with cond's sharding so that on a mesh
   # with explicit axes the loop state is sharded from the start.
   x = sde.sigma_max * _normal_like(key_init, cond, cond.shape[:-1] + (channels,))
-  x = pc_sample(score_fn, sde, x, cond, key_loop, t_start=1.0, **pc_kwargs)
+  x = pc_sample(score_fn, sde, x, cond, key_loop, t_start=1.0,
+                known=air_pixels(cond, air_margin) if known_air else None, **pc_kwargs)
   return jnp.clip(x, 0.0, 1.0)
 
 
 def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array, *,
-               t0: float = 0.4, **pc_kwargs: Any) -> Array:
+               t0: float = 0.4, known_air: bool = False, air_margin: int = 0,
+               **pc_kwargs: Any) -> Array:
   """Conditional sampling with an unconditional score (paper Alg. 1, SDEdit).
 
   The segmentation, perturbed to noise level sigma(t0), is the starting point; the
@@ -259,6 +308,8 @@ def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array
     score_fn: unconditional score s(x, t, None).
     contour: (B, H, W, C) segmentation with the image's channel count, values in [0, 1].
     t0: start time in (eps, 1].
+    known_air: hold the pixels outside the contour at air, 0 (module docstring), all but
+      those within air_margin pixels of it.
     **pc_kwargs: keyword arguments of `pc_sample` other than t_start.
 
   Returns:
@@ -266,7 +317,8 @@ def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array
   """
   key_init, key_loop = jax.random.split(rng)
   x = contour + sde.sigma(t0) * _normal_like(key_init, contour)
-  x = pc_sample(score_fn, sde, x, None, key_loop, t_start=t0, **pc_kwargs)
+  x = pc_sample(score_fn, sde, x, None, key_loop, t_start=t0,
+                known=air_pixels(contour, air_margin) if known_air else None, **pc_kwargs)
   return jnp.clip(x, 0.0, 1.0)
 
 
@@ -283,8 +335,9 @@ def get_sampler(config: ml_collections.ConfigDict, *,
 
   For csm and ctm, config.sampling.method picks the solver: 'pc' uses config.sampling
   (snr, n_steps_each, order, per_sample_step, predictor, t_jump, precond, precond_width,
-  momentum, t0, eps) and config.sde.num_scales as N (a saved config without the fields
-  added later, predictor, t_jump, precond, momentum, gets run_config.ADDED_FIELDS' values);
+  momentum, known_air, air_margin, t0, eps) and config.sde.num_scales as N (a saved config
+  without the fields added later, predictor, t_jump, precond, momentum, known_air,
+  air_margin, gets run_config.ADDED_FIELDS' values);
   'heun' / 'dpm2' (fast_sampling.py) use (ode_steps, rho, s_churn, s_tmin, s_tmax,
   s_noise, t0). csm and ctm need score_fn (a closure over parameters); unet needs
   predict_fn and ignores rng. sde defaults to the VESDE of config.sde. The returned
@@ -309,6 +362,8 @@ def get_sampler(config: ml_collections.ConfigDict, *,
                         sigma_max=float(config.sde.sigma_max),
                         num_scales=int(config.sde.num_scales))
   if p.method in fast_sampling.SOLVERS:
+    if p.known_air:
+      raise ValueError(f'config.sampling.known_air needs sampling.method pc, got {p.method!r}')
     ode_kwargs = dict(n_steps=int(p.ode_steps), rho=float(p.rho), solver=str(p.method),
                       s_churn=float(p.s_churn), s_tmin=float(p.s_tmin),
                       s_tmax=float(p.s_tmax), s_noise=float(p.s_noise))
@@ -331,6 +386,7 @@ def get_sampler(config: ml_collections.ConfigDict, *,
   # Fail at construction rather than at the first (jitted) call.
   _check_pc_args(t0 if method == 'csm' else 1.0,
                  **{k: v for k, v in pc_kwargs.items() if k != 'per_sample_step'})
+  air = dict(known_air=bool(p.known_air), air_margin=int(p.air_margin))
   if method == 'ctm':
-    return lambda cond, rng: ctm_sample(score_fn, sde, cond, rng, **pc_kwargs)
-  return lambda cond, rng: csm_sample(score_fn, sde, cond, rng, t0=t0, **pc_kwargs)
+    return lambda cond, rng: ctm_sample(score_fn, sde, cond, rng, **air, **pc_kwargs)
+  return lambda cond, rng: csm_sample(score_fn, sde, cond, rng, t0=t0, **air, **pc_kwargs)

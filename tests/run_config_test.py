@@ -30,6 +30,7 @@ def test_every_shipped_config_is_valid(method, scale):
     ('sampling.momentum', 1.0, r'config\.sampling\.momentum=1\.0: expected a value >= 0\.0 '
                                r'and < 1\.0\.'),
     ('sampling.predictor', 'euler', r"config\.sampling\.predictor='euler': expected one of"),
+    ('sampling.known_air', 1, r'config\.sampling\.known_air=1: expected True or False'),
     ('sde.sigma_max', 0.005, r'sigma_max=0\.005 must exceed config\.sde\.sigma_min=0\.01'),
     ('data.image_size', 60, r'image_size=60 must be divisible by 32: .*halves it 5 times'),
 ])

@@ -25,6 +25,9 @@ def test_configure_sets_solver_steps_and_options():
   pre = sampler_setting.configure(base, 'pc:25:pre=3,prew=16').sampling
   assert (pre.precond, pre.precond_width) == (3.0, 16.0)
   assert sampler_setting.configure(base, 'pc:17:mom=0.8').sampling.momentum == 0.8
+  assert sampler_setting.configure(base, 'pc:500:air=1').sampling.known_air is True
+  assert sampler_setting.configure(base, 'pc:500:air=0').sampling.known_air is False
+  assert sampler_setting.configure(base, 'pc:500:air=1,airm=2').sampling.air_margin == 2
   assert base.sampling.method == 'pc' and base.sampling.s_churn == 0.0  # copy, not edit
 
 
@@ -35,7 +38,9 @@ def test_configure_sets_solver_steps_and_options():
     ('pc:10:nc=2.5', 'an integer'), ('pc:25:jump=0', 't_jump'),
     ('pc:many', "step count 'many' is not an integer"), ('euler:10', 'sampling.method'),
     ('pc:25:prew=0', 'precond_width'),
-    ('pc:25:mom=1', 'momentum=1.0: expected a value >= 0.0 and < 1.0')])
+    ('pc:25:mom=1', 'momentum=1.0: expected a value >= 0.0 and < 1.0'),
+    ('pc:25:air=yes', "air='yes' must be 0 or 1"), ('pc:25:airm=-1', 'air_margin=-1'),
+    ('heun:18:air=1', 'known_air=True needs config.sampling.method=pc')])
 def test_configure_rejects_bad_settings(setting, match):
   with pytest.raises(ValueError, match=match):
     sampler_setting.configure(ctm.get_config('contour,cpu'), setting)
@@ -59,8 +64,18 @@ def test_resolve_passes_settings_and_refuses_unet_and_unknown_names():
   assert sampler_setting.resolve('csm', 'pc:100') == 'pc:100'
   with pytest.raises(ValueError, match='U-Net.*CTM and CSM'):
     sampler_setting.apply(unet.get_config('contour,cpu'), 'fast')
-  with pytest.raises(ValueError, match=r"--sampler=quick: expected one of \('fast',\)"):
+  with pytest.raises(ValueError, match=r"--sampler=quick: expected one of \('fast', 'fast-air'\)"):
     sampler_setting.resolve('ctm', 'quick')
+
+
+@pytest.mark.parametrize('method, get', [('csm', csm.get_config), ('ctm', ctm.get_config)])
+def test_fast_air_is_fast_with_the_air_held_but_a_1px_ring(method, get):
+  setting = sampler_setting.resolve(method, 'fast-air')
+  assert setting.startswith(sampler_setting.FAST[method] + ',')
+  s = sampler_setting.configure(get('contour,cpu'), setting).sampling
+  assert (s.known_air, s.air_margin, s.momentum) == (True, 1, 0.8)
+  fast = sampler_setting.resolve(method, 'fast')
+  assert sampler_setting.configure(get('contour,cpu'), fast).sampling.known_air is False
 
 
 def test_setting_dir_is_a_plain_folder_name():
