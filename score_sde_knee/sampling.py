@@ -224,7 +224,9 @@ def pc_sample(score_fn: ScoreFn,
     x, _, u = carry
     t = jnp.full((batch,), ts[i], dtype)
     key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
-    key_kc, key_kp = jax.random.split(jax.random.fold_in(rng, n_steps + 2 + i))
+    # Drawn only with known pixels: the plain sampler's loop stays as it was.
+    key_kc, key_kp = (None, None) if known is None else jax.random.split(
+        jax.random.fold_in(rng, n_steps + 2 + i))
     pending = no_kick
     if use_corrector:
       n = n_corrector
@@ -249,7 +251,8 @@ def pc_sample(score_fn: ScoreFn,
   if underdamped:
     u0 = _normal_like(jax.random.fold_in(rng, n_steps), x_init)
     u0 = u0 if boost is None else langevin.fourier_filter(u0, jnp.sqrt(boost))
-  x_init = reset(x_init, sigmas[0], jax.random.fold_in(rng, n_steps + 1))
+  if known is not None:
+    x_init = reset(x_init, sigmas[0], jax.random.fold_in(rng, n_steps + 1))
   _, x_mean, _ = jax.lax.fori_loop(0, n_steps, step, (x_init, x_init, u0))
   return x_mean
 
