@@ -36,7 +36,8 @@ flags.DEFINE_integer('step', None, 'eval: evaluate this checkpoint step instead 
                      'newest (results in workdir/eval/step_<step>/).')
 flags.DEFINE_string('sampler', None, "eval/sample: 'fast' (49 network evaluations, the "
                     "setting measured for the run's method in benchmarks/RESULTS.md), "
-                    "'fast-air' (fast, the air outside the mask held: CSM's best) or a "
+                    "'fast-air' (fast, the air outside the mask held but for a 1-2 px "
+                    "ring per condition: CSM's best) or a "
                     'setting solver:n[:name=value,...] such as pc:100, instead of the '
                     "run's sampler; eval results go to workdir/eval_samplers/.")
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')

@@ -152,7 +152,7 @@ def run(workdir: str, k: int, setting: str, reference: str | None, out: str,
                        f'not of --split={split!r}: draw the reference with --setting pc:500.')
     base.eval.split = split
   condition = evaluate.eval_condition(base)
-  setting = sampler_setting.expand(base.method, setting)  # `fast`: the method's string
+  setting = sampler_setting.expand(base.method, setting, condition)  # `fast`, `fast-air`
   config = sampler_setting.configure(base, setting)
   tag = sampler_setting.setting_dir(setting)
   draws, per_seed, dirs = [], [], []

@@ -47,9 +47,10 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
   for workdir in workdirs:
     base = run_config.load(workdir)
     conditions = evaluate.CONDITIONS if base.method == 'csm' else (base.condition,)
-    # `fast` names a different string per method; the rows and grid show the string.
-    resolved = [sampler_setting.expand(base.method, s) for s in settings]
     for condition in conditions:
+      # `fast` names a string per method, `fast-air` per condition too; the rows and grid
+      # show the string.
+      resolved = [sampler_setting.expand(base.method, s, condition) for s in settings]
       ref_path = os.path.join(evaluate.output_dir(workdir, condition, step), 'metrics.json')
       if not os.path.exists(ref_path):
         step_flag = '' if step is None else f' --step={step}'

@@ -220,7 +220,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.fspath(workdir)
   condition = eval_condition(config)
   if sampler:
-    config, setting = sampler_setting.apply(config, sampler)
+    config, setting = sampler_setting.apply(config, sampler, condition)
     out_dir = sampler_dir(workdir, condition, setting, step) if out_dir is None else out_dir
   e = config.eval
   mesh = parallel.make_mesh()

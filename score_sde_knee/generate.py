@@ -19,8 +19,9 @@ config.data.image_size. Options:
                           nearest neighbours, so labels stay labels.
   sampler='fast'          the 49-evaluation sampler of benchmarks/RESULTS.md instead of
   (--sampler=fast)        the config's (PC N = 500: 999), 'fast-air' the same with the
-                          air outside the mask held (CSM's best), or any setting such as
-                          pc:100 (score_sde_knee/sampler_setting.py).
+                          air outside the mask held but for a 1-2 px ring per condition
+                          (CSM's best), or any setting such as pc:100
+                          (score_sde_knee/sampler_setting.py).
 Outputs in `out`, for mask <name> (its file stem, or test_<index>) and sample k:
   <name>_s<k>.png   16-bit grayscale PNG, round(x * 65535)
   <name>_s<k>.npy   float32 (H, W, 1) in [0, 1]
@@ -201,7 +202,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out
     raise ValueError(f'--num_samples must be >= 1, got {num_samples}')
   condition = evaluate.eval_condition(config)
   if sampler:
-    config, _ = sampler_setting.apply(config, sampler)
+    config, _ = sampler_setting.apply(config, sampler, condition)
   if tfds_dir and condition != 'contour_bone':
     raise ValueError(
         f'--export_tfds needs contour_bone masks, but this {config.method} model uses '

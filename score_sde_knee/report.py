@@ -57,18 +57,21 @@ def collect(workdirs: list[str], sampler: str | None = None) -> Results:
   """
   results: Results = {}
   for wd in workdirs:
-    folder, flag = os.path.join(wd, 'eval', '*'), ''
+    folders, flag = [os.path.join(wd, 'eval', '*')], ''
     method = run_config.load(wd).method if sampler else None
     if method in ('ctm', 'csm'):  # a U-Net has no sampler: its own result stands
       # evaluate (and with it JAX) only here, where its folder layout is needed.
       from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
       from score_sde_knee import sampler_setting  # pylint: disable=g-import-not-at-top
-      folder = evaluate.sampler_dir(wd, '*', sampler_setting.resolve(method, sampler))
+      # Per condition: `fast-air` names another setting, so another folder, for each.
+      folders = [evaluate.sampler_dir(wd, c, sampler_setting.resolve(method, sampler, c))
+                 for c in evaluate.CONDITIONS]
       flag = f' --sampler={sampler}'
-    paths = sorted(glob.glob(os.path.join(folder, 'metrics.json')))
+    paths = sorted(p for f in folders for p in glob.glob(os.path.join(f, 'metrics.json')))
     if not paths:
-      where = os.path.relpath(folder, wd).replace('*', '<condition>')
-      raise FileNotFoundError(f'{wd} holds no {where}/metrics.json: run python main.py '
+      where = ' or '.join(os.path.relpath(f, wd).replace('*', '<condition>') + '/metrics.json'
+                          for f in folders)
+      raise FileNotFoundError(f'{wd} holds no {where}: run python main.py '
                               f'--mode=eval --workdir={wd}{flag} first.')
     for path in paths:
       try:

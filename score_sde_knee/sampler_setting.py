@@ -33,40 +33,49 @@ FAST = {
     'ctm': 'pc:17:pred=ancestral,nc=2,snr=0.5,pre=2.5,prew=4,jump=0.65,mom=0.8',
     'csm': 'pc:17:pred=ancestral,nc=2,snr=0.4,pre=2.5,prew=4,jump=0.65,mom=0.8',
 }
-# `fast` with the pixels outside the mask held at air but for a free 1 px ring: the margin
-# chosen on validation images for CSM (RESULTS.md, session 25).
-AIR = ',air=1,airm=1'
+# `fast-air` is `fast` with the pixels outside the mask held at air but for a free ring,
+# as wide as the condition needs: the margin chosen per condition on validation images for
+# CSM (RESULTS.md, sessions 25-26). The held air darkens the leg's first pixels; with bone
+# in the mask a 1 px ring offsets CSM's too-bright edge, the contour alone needs 2 px.
+AIR_MARGIN = {'contour_bone': 1, 'contour': 2}
 NAMED = ('fast', 'fast-air')
 
 
-def resolve(method: str, sampler: str) -> str:
-  """The setting string that --sampler names for a run of `method`.
+def resolve(method: str, sampler: str, condition: str) -> str:
+  """The setting string that --sampler names for a run of `method` sampling `condition`.
 
   Raises:
-    ValueError: a U-Net run (one forward pass, no sampler), or an unknown name.
+    ValueError: a U-Net run (one forward pass, no sampler), an unknown name, or
+      `fast-air` for a condition without a margin.
   """
   if method == 'unet':
     raise ValueError(f'--sampler={sampler}: this run is a U-Net, which takes one forward '
                      'pass and no sampler; --sampler applies to CTM and CSM runs.')
-  if sampler in NAMED:
-    return FAST[method] + (AIR if sampler == 'fast-air' else '')
+  if sampler == 'fast':
+    return FAST[method]
+  if sampler == 'fast-air':
+    if condition not in AIR_MARGIN:
+      raise ValueError(f'--sampler=fast-air: condition {condition!r} has no air margin; '
+                       f'expected one of {tuple(AIR_MARGIN)}.')
+    return FAST[method] + f',air=1,airm={AIR_MARGIN[condition]}'
   if ':' not in sampler:
     raise ValueError(f'--sampler={sampler}: expected one of {NAMED} or a setting '
                      'solver:n[:name=value,...] such as pc:100 or heun:18:churn=40.')
   return sampler
 
 
-def expand(method: str, setting: str) -> str:
-  """`fast`, `fast-air` -> the setting string for `method`; any other setting unchanged
-  (the benchmarks, which also run plain strings on a U-Net, where they cost one forward
-  pass)."""
-  return resolve(method, setting) if setting in NAMED else setting
+def expand(method: str, setting: str, condition: str) -> str:
+  """`fast`, `fast-air` -> the setting string for `method` and `condition`; any other
+  setting unchanged (the benchmarks, which also run plain strings on a U-Net, where they
+  cost one forward pass)."""
+  return resolve(method, setting, condition) if setting in NAMED else setting
 
 
-def apply(config: ml_collections.ConfigDict,
-          sampler: str) -> tuple[ml_collections.ConfigDict, str]:
-  """(a copy of config with --sampler's setting, the setting); says what it will run."""
-  setting = resolve(config.method, sampler)
+def apply(config: ml_collections.ConfigDict, sampler: str,
+          condition: str) -> tuple[ml_collections.ConfigDict, str]:
+  """(a copy of config with --sampler's setting for `condition`, the setting); says what
+  it will run."""
+  setting = resolve(config.method, sampler, condition)
   config = configure(config, setting)
   print(f'sampler {setting}: {fast_sampling.nfe(config)} network evaluations per image',
         file=sys.stderr, flush=True)
@@ -84,7 +93,7 @@ def configure(config: ml_collections.ConfigDict, setting: str) -> ml_collections
   lowest frequencies take 4x the step (Gaussian low-pass of std 4 px), 'pc:25:mom=0.8' an
   underdamped corrector that keeps 80 % of its velocity per step, 'pc:500:air=1,airm=1'
   the pixels outside the mask held at air but for a free 1 px ring (sampling.py, "Known
-  pixels").
+  pixels"; `fast-air` picks the ring per condition, AIR_MARGIN).
 
   Raises:
     ValueError: the setting's syntax, a name or a value, with the part named.

@@ -149,9 +149,28 @@ def test_sampler_reads_that_samplers_ctm_and_csm_results_and_the_unets_own(tmp_p
       own[('ctm', 'contour')][0]['psnr_mean'])  # without --sampler: the run's own
   csm, _ = fake_workdir(tmp_path, 'csm', 'csm', ['contour'], data_dir, 3)
   with pytest.raises(FileNotFoundError,
-                     match=r'no eval_samplers/<condition>/pc-17-.*mom0\.8/metrics\.json: '
+                     match=r'no eval_samplers/contour/pc-17-.*mom0\.8/metrics\.json or '
+                           r'eval_samplers/contour_bone/pc-17-.*mom0\.8/metrics\.json: '
                            r'run python main\.py --mode=eval --workdir=.*csm --sampler=fast'):
     report.collect([csm], sampler='fast')
+
+
+def test_fast_air_reads_each_conditions_own_margin(tmp_path, data_dir):
+  def folder(condition, margin):
+    return f'eval_samplers/{condition}/' + sampler_setting.setting_dir(
+        sampler_setting.FAST['csm'] + f',air=1,airm={margin}')
+  margin = sampler_setting.AIR_MARGIN
+  assert margin['contour'] != margin['contour_bone']  # else this test tells nothing
+  wd, contour = fake_workdir(tmp_path, 'csm', 'csm', ['contour'], data_dir, 4,
+                             folder('contour', margin['contour']))
+  _, bone = fake_workdir(tmp_path, 'csm', 'csm', ['contour_bone'], data_dir, 5,
+                         folder('contour_bone', margin['contour_bone']))
+  # The other condition's margin on contour: a run of another setting, not fast-air's.
+  fake_workdir(tmp_path, 'csm', 'csm', ['contour'], data_dir, 6,
+               folder('contour', margin['contour_bone']))
+  got = report.collect([wd], sampler='fast-air')
+  for key, made in ((('csm', 'contour'), contour), (('csm', 'contour_bone'), bone)):
+    assert got[key]['psnr_mean'] == made[key][0]['psnr_mean']
 
 
 def test_table_names_every_pc_setting_that_differs_from_the_paper():

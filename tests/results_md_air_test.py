@@ -45,20 +45,23 @@ def test_air_margin_validation_table_matches_its_result_files():
     assert rows[label][4] == ('' if margin == 'none' else f'{np.mean(gains):+.2f}')
 
 
-# RESULTS row label -> (method, condition, file name part, base file name part, margin):
+# RESULTS row label -> (method, condition, session of its file, sampler file part, margin):
 # margin None is the sampler without air, '' session 24's air=1 without airm.
 AIR_TEST_ROWS = {
     'contour+bone: `fast`': ('csm', 'contour_bone', 's22', 'fast', None),
     'contour+bone: `fast` + air': ('csm', 'contour_bone', 's24', 'fast', ''),
     'contour+bone: `fast` + air, margin 1': ('csm', 'contour_bone', 's25', 'fast', '1'),
+    'contour+bone: `fast` + air, margin 2': ('csm', 'contour_bone', 's26', 'fast', '2'),
     'contour+bone: PC N = 500 (paper)': ('csm', 'contour_bone', 's23', 'pc500', None),
     'contour+bone: PC N = 500 + air': ('csm', 'contour_bone', 's24', 'pc500', ''),
     'contour+bone: PC N = 500 + air, margin 1': ('csm', 'contour_bone', 's25', 'pc500', '1'),
     'contour: `fast`': ('csm', 'contour', 's22', 'fast', None),
     'contour: `fast` + air': ('csm', 'contour', 's24', 'fast', ''),
     'contour: `fast` + air, margin 1': ('csm', 'contour', 's25', 'fast', '1'),
+    'contour: `fast` + air, margin 2': ('csm', 'contour', 's26', 'fast', '2'),
     'contour: PC N = 500 (paper)': ('csm', 'contour', 's23', 'pc500', None),
     'contour: PC N = 500 + air, margin 1': ('csm', 'contour', 's25', 'pc500', '1'),
+    'contour: PC N = 500 + air, margin 2': ('csm', 'contour', 's26', 'pc500', '2'),
     'CTM contour+bone: `fast`': ('ctm', 'contour_bone', 's23', 'fast', None),
     'CTM contour+bone: `fast` + air, margin 1': ('ctm', 'contour_bone', 's25', 'fast', '1'),
 }
@@ -104,8 +107,9 @@ def test_air_test_table_matches_its_result_files(label):
       _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
 
 
-AIR_BIAS_FILES = {'contour+bone': 'bias_maps_v1.1.0_s25_csm_contour_bone_air_cpu.json',
-                  'contour': 'bias_maps_v1.1.0_s25_csm_contour_air_cpu.json'}
+AIR_BIAS_FILES = {'contour+bone': 'bias_maps_v1.1.0_s26_csm_contour_bone_air_cpu.json',
+                  'contour': 'bias_maps_v1.1.0_s26_csm_contour_air_cpu.json'}
+AIR_SESSION = {'': 's24', '1': 's25', '2': 's26'}  # margin -> the session that ran it
 AIR_BIAS_SAMPLERS = {'fast': '`fast`', 'pc500': 'PC N = 500'}  # file name part -> label
 
 
@@ -122,7 +126,7 @@ def test_air_distance_to_edge_table_matches_its_result_files():
       # As in AIR_TEST_ROWS: None without air, '' for session 24's air=1 alone (margin 0).
       margin = (None if 'air=1' not in setting else
                 setting.split('airm=')[1] if 'airm=' in setting else '')
-      session = {None: AIR_BASE_SESSION['csm', sampler], '': 's24'}.get(margin, 's25')
+      session = AIR_BASE_SESSION['csm', sampler] if margin is None else AIR_SESSION[margin]
       posterior_name = _air_file(session, 'csm', condition.replace('+', '_'), sampler, margin)
       posterior = _load(posterior_name)
       assert f['path'] == f'benchmarks/results/{posterior_name}'
@@ -130,7 +134,7 @@ def test_air_distance_to_edge_table_matches_its_result_files():
       assert f['error_by_region'] == pytest.approx(posterior['mean_error_by_region'])
       air = '' if margin is None else f', air margin {margin or 0}'
       expected[f'{condition}: {AIR_BIAS_SAMPLERS[sampler]}{air} ({len(f["seeds"])})'] = f
-  assert set(rows) == set(expected) and len(expected) == 11
+  assert set(rows) == set(expected) and len(expected) == 14
   for label, f in expected.items():
     got = f['error_by_distance']
     assert [b['pixels'] for b in got] == [b['pixels'] for b in s23]  # one subset, one mask
