@@ -3,13 +3,17 @@
     python -m benchmarks.gpu_figures --out DIR                  # paper scale, a GPU job
     python -m benchmarks.gpu_figures --scale cpu --run_train_s 60 --phantoms 3 --out DIR
 
-Issue 6 item 5 and issue 5 item 3, sized to fit a 15-minute device lease with time to
-rerun (the device command is in benchmarks/RESULTS.md, "GPU: the prepared run"):
+Issue 6 item 5 and issue 5 item 3, for a 15-minute device lease (benchmarks/gpu_run.sh is
+the device command; benchmarks/RESULTS.md, "GPU: NVIDIA H200", what session 26 measured
+with it: on an H200 each paper-scale program takes 45-140 s to compile):
+  flops    XLA's FLOP count of one update and of one network evaluation, from the
+           lowered programs (no compile: runs anywhere, the same on every backend).
   peaks    measured float32 and bfloat16 matmul throughput (n x n, median of repeats): the
            denominators of the utilisation figures.
   train    one CTM update (config --scale, batch --batch), float32 and bfloat16 compute:
-           compile time, median s per update, images/s, XLA's FLOP count of the update and
-           model FLOP utilisation (achieved FLOP/s over the measured bfloat16 peak).
+           compile time, median s per update, images/s, XLA's FLOP count of the update
+           (of the lowered program: the compiled one on a GPU misses cuDNN's convolutions)
+           and model FLOP utilisation (achieved FLOP/s over the measured bfloat16 peak).
   sampler  one PC step (reverse-diffusion predictor + one Langevin corrector: two network
            evaluations) on --sample_batch images: images/s at N = 500, and the time of one
            Table I column (330 images), at N = 500 and with the 49-NFE momentum setting.
@@ -58,7 +62,7 @@ from score_sde_knee import visualize
 from score_sde_knee import xla_cpu
 
 COLUMN_IMAGES = 330   # One Table I column: the paper's test split.
-PARTS = ('peaks', 'train', 'sampler', 'run')
+PARTS = ('flops', 'peaks', 'train', 'sampler', 'run')
 
 
 def _log(msg: str) -> None:
@@ -100,7 +104,8 @@ def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dic
     model = model_utils.create_model(c)
     state = ts.init_train_state(c, model, mesh)
     t0 = time.perf_counter()
-    compiled = ts.make_train_step(c, model, mesh).lower(state, batch).compile()
+    lowered = ts.make_train_step(c, model, mesh).lower(state, batch)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
     holder = [state]
 
@@ -109,7 +114,9 @@ def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dic
         holder[0], m = compiled(holder[0], batch)
       return float(m['loss'])  # Waits for the last update.
     sec = time_calls(run, repeats)[0]['seconds'] / steps  # After one warm-up call.
-    flops = float(train_options.xla_cost(compiled).get('flops', 0.0))
+    # Counted before the backend's passes: XLA:GPU's compiled count leaves out the
+    # convolutions it hands to cuDNN (92 of 10,400 GFLOP on an H200, RESULTS.md).
+    flops = float(train_options.xla_cost(lowered).get('flops', 0.0))
     out[dtype] = {'compile_s': round(compile_s, 2), 'step_s': sec,
                   'images_per_s': b / sec, 'gflop_per_update': flops / 1e9,
                   'mfu_vs_bf16_peak': flops / sec / 1e9 / bf16_peak,
@@ -120,6 +127,25 @@ def bench_train(config, mesh, steps: int, repeats: int, bf16_peak: float) -> dic
     holder.clear()  # Frees this dtype's state before the next one is built.
     del state
   return out
+
+
+def count_flops(config, mesh) -> dict:
+  """XLA's FLOP count of one update at the config's batch and of one network evaluation
+  (batch 1), from the lowered programs: no compile, so it runs on any machine, and the
+  count does not depend on the backend (XLA:GPU's compiled one leaves out cuDNN's
+  convolutions)."""
+  model = model_utils.create_model(config)
+  state = ts.init_train_state(config, model, mesh)
+  # pylint: disable-next=protected-access
+  local = train_bench._batch(config, np.random.default_rng(0))
+  batch = parallel.global_batch_from_local(local, mesh)
+  update = ts.make_train_step(config, model, mesh).lower(state, batch)
+  score = model_utils.get_score_fn(model, ts.make_sde(config), config.method)
+  one = jax.numpy.zeros((1,) + local['image'].shape[1:], jax.numpy.float32)
+  forward = jax.jit(score).lower(state.ema_params, one, jax.numpy.ones((1,)), one)
+  return {'batch': config.training.batch_size,
+          'gflop_per_update': train_options.xla_cost(update)['flops'] / 1e9,
+          'gflop_per_network_eval': train_options.xla_cost(forward)['flops'] / 1e9}
 
 
 def bench_sampler(config, batch: int, repeats: int) -> dict:
@@ -159,9 +185,13 @@ def phantom_views(num: int, size: int, views: int = 60) -> dict[str, np.ndarray]
           'cond': np.concatenate(cond)[..., None].astype(np.float32)}
 
 
+RESERVE_S = 30.0  # After training: the grid's sampling, its PNG and the JSON.
+
+
 def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s: float,
-              warmup: int, grid: int, out: str) -> dict:
-  """Trains for `train_s` seconds (at least one update), then samples `grid` held-out views."""
+              warmup: int, grid: int, out: str, deadline: float | None = None) -> dict:
+  """Trains for `train_s` seconds (at least one update; fewer where `deadline`, a
+  perf_counter time, comes first, less RESERVE_S), then samples `grid` held-out views."""
   c = _copy(config)
   c.optim.warmup = warmup
   model = model_utils.create_model(c)
@@ -191,6 +221,8 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
   compiled_sample = sample.lower(state.ema_params, cond, jax.random.key(0)).compile()
   sample_compile_s = time.perf_counter() - t0
   losses, step, t_start = [], 0, time.perf_counter()
+  if deadline is not None:
+    train_s = max(min(train_s, deadline - RESERVE_S - t_start), 0.0)
   while time.perf_counter() < t_start + train_s or step == 0:
     state, m = step_fn(state, batch())
     step += 1
@@ -230,6 +262,9 @@ def main(argv=None) -> dict:
   p.add_argument('--grid', type=int, default=4, help='held-out views sampled')
   p.add_argument('--run_train_s', type=float, default=150.0,
                  help='training seconds of the short run (after its compile)')
+  p.add_argument('--budget_s', type=float, default=None,
+                 help="the whole run's seconds: the short run trains for what is left of "
+                      'them after its compiles (at most --run_train_s), less a reserve')
   p.add_argument('--parts', default=','.join(PARTS))
   p.add_argument('--out', required=True)
   a = p.parse_args(argv)
@@ -246,24 +281,37 @@ def main(argv=None) -> dict:
             'num_devices': jax.device_count(), 'jax': jax.__version__, 'scale': a.scale,
             'image_size': config.data.image_size, 'batch': config.training.batch_size}
   save = lambda: files.write_json(os.path.join(a.out, 'gpu_figures.json'), result)
-  peak = None
-  if 'peaks' in parts:
-    result['matmul_gflop_per_s'] = {d: train_options.matmul_peak(d, a.matmul_n, a.repeats)
-                                    for d in ('float32', 'bfloat16')}
-    peak = result['matmul_gflop_per_s']['bfloat16']
+
+  def part(name, fn):
+    # One lease, one try: a part that fails is recorded and the next one still runs.
+    if name not in parts:
+      return None
+    _log(f'part {name} starts at {time.perf_counter() - start:.0f} s')
+    try:
+      result[name] = fn()
+    except Exception as e:  # pylint: disable=broad-except
+      result.setdefault('errors', {})[name] = f'{type(e).__name__}: {e}'[:2000]
+      _log(f'part {name} failed: {type(e).__name__}: {e}')
     save()
-  if 'train' in parts:
-    result['train'] = bench_train(config, mesh, a.steps, a.repeats, peak or float('nan'))
-    save()
-  if 'sampler' in parts:
-    result['sampler'] = bench_sampler(config, a.sample_batch, a.repeats)
-    save()
-  if 'run' in parts:
+    return result.get(name)
+
+  def run_part():
     views = 60
     data = phantom_views(a.phantoms, config.data.image_size, views)
-    result['run'] = short_run(config, mesh, data, views, a.run_train_s, a.warmup, a.grid,
-                              a.out)
+    return short_run(config, mesh, data, views, a.run_train_s, a.warmup, a.grid, a.out,
+                     deadline=None if a.budget_s is None else start + a.budget_s)
+
+  flops = part('flops', lambda: count_flops(config, mesh))
+  peaks = part('peaks', lambda: {d: train_options.matmul_peak(d, a.matmul_n, a.repeats)
+                                 for d in ('float32', 'bfloat16')})
+  peak = peaks['bfloat16'] if peaks else float('nan')
+  part('train', lambda: bench_train(config, mesh, a.steps, a.repeats, peak))
+  sampler = part('sampler', lambda: bench_sampler(config, a.sample_batch, a.repeats))
+  if flops and sampler:  # The sampler's utilisation, as the update's.
+    sampler['mfu_vs_bf16_peak'] = (sampler['network_evals_per_s'] *
+                                   flops['gflop_per_network_eval'] / peak)
     save()
+  part('run', run_part)
   result['wall_s'] = time.perf_counter() - start
   save()
   print(json.dumps(result, indent=1))

@@ -104,7 +104,8 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def xla_cost(compiled) -> dict:
-  """XLA's cost analysis of a compiled function ('flops': a multiply-add counts 2)."""
+  """XLA's cost analysis of a compiled or lowered function ('flops': a multiply-add
+  counts 2)."""
   cost = compiled.cost_analysis()
   return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
 
