@@ -6,7 +6,7 @@
 # gpu_run_grid.png, env.txt and the log.
 #   GPU_PARTS     benchmarks.gpu_figures' parts (default: run, the one session 26's lease
 #                 had no time left for; flops,peaks,train,sampler,run for all of them)
-#   GPU_BUDGET_S  its seconds (default 420: the 256 px run trains for what its two
+#   GPU_BUDGET_S  its seconds (default 500: the 256 px run trains for what its two
 #                 compiles, ~85-140 s each on an H200, leave of them)
 #   GPU_ARGS      more of its flags, e.g. "--scale test ..." for a trial on the CPU
 set -u
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1
 print({m.__name__: m.__version__ for m in (jax, jaxlib, flax, optax, numpy)}); print(jax.devices())'
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-budget=${GPU_BUDGET_S:-420}
+budget=${GPU_BUDGET_S:-500}
 timeout $((budget + 60)) python3 -m benchmarks.gpu_figures --out "$OUT" \
   --parts "${GPU_PARTS:-run}" --phantoms 6 --budget_s "$budget" ${GPU_ARGS:-} 2>&1 |
   tee "$OUT/gpu_figures.log" | grep -v '^ '
