@@ -37,6 +37,7 @@ FAST = {
 # as wide as the condition needs: the margin chosen per condition on validation images for
 # CSM (RESULTS.md, sessions 25-26). The held air darkens the leg's first pixels; with bone
 # in the mask a 1 px ring offsets CSM's too-bright edge, the contour alone needs 2 px.
+# A CTM's draws already keep to the contour: the option moves them by 0.2 dB at most.
 AIR_MARGIN = {'contour_bone': 1, 'contour': 2}
 NAMED = ('fast', 'fast-air')
 

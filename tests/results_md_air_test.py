@@ -144,3 +144,30 @@ def test_air_distance_to_edge_table_matches_its_result_files():
     assert rows[label][7] == f'{round(100 * share)} %'
     mse = sum(b['mse'] * b['pixels'] for b in near) / sum(b['pixels'] for b in near)
     assert float(rows[label][8]) == round(1e3 * mse, 1)
+
+
+def test_ctm_contour_air_table_matches_its_result_files():
+  """Session 26's CTM on the contour: each cell from the per-seed PSNR, gains paired by seed
+  with `fast` without air on the same split."""
+  rows = table_rows(RESULTS_MD, '| CTM contour (session 26 run, step 2000, 30 images')
+  assert list(rows) == ['no air (`fast`)', '1', '2']
+  fast = sampler_setting.FAST['ctm']
+  for i, split in enumerate(('validation', 'test')):
+    def load(margin, split=split):
+      part = {'validation': f'val_fastair{margin or "none"}',
+              'test': f'fastairm{margin}' if margin else 'fast'}[split]
+      d = _load(f'posterior_v1.1.0_s26_ctm_contour_{part}_cpu.json')
+      assert d['setting'] == (_air_setting(fast, margin) if margin else fast)
+      assert (d['split'], d['n_images'], d['seeds'], d['checkpoint_step'], d['method']) == (
+          split, 30, [42, 43, 44, 45], 2000, 'ctm')
+      return np.asarray(d['single_sample_psnr_per_seed'], np.float64)
+    base = load('')
+    for label, margin in (('no air (`fast`)', ''), ('1', '1'), ('2', '2')):
+      psnr = load(margin)
+      cell, gain = rows[label][2 * i:2 * i + 2]
+      assert mean_std(cell) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
+      if margin:
+        diff = psnr - base
+        assert gain == f'{diff.mean():+.2f} ± {diff.std(ddof=1):.2f}'
+      else:
+        assert gain == ''
