@@ -20,8 +20,10 @@ with it: on an H200 each paper-scale program takes 45-140 s to compile):
   run      a short training run on phantom data made in memory at the config's size
            (--phantoms phantoms x 60 views, phantom.make_phantom + drr.scan_volume; the last
            phantom held out), float32, warm-up shortened to --warmup updates, for
-           --run_train_s seconds after its compile; then --grid held-out views sampled with
-           the 49-NFE setting: PSNR / MAE against their DRRs, and out/gpu_run_grid.png.
+           --run_train_s seconds after its compile (default: to the end of --budget_s less
+           a reserve for sampling, or 150 s without a budget); then --grid held-out views
+           sampled with the 49-NFE setting: PSNR / MAE against their DRRs, and
+           out/gpu_run_grid.png.
 Compile times are reported beside each figure: on a GPU they, not the timed calls, take
 most of the run. The JSON is rewritten after each part, so a run cut short keeps them.
 Peak device memory is the process's peak so far, read after each part (None on a CPU).
@@ -186,6 +188,7 @@ def phantom_views(num: int, size: int, views: int = 60) -> dict[str, np.ndarray]
 
 
 RESERVE_S = 30.0  # After training: the grid's sampling, its PNG and the JSON.
+DEFAULT_TRAIN_S = 150.0  # The short run's training seconds when no budget bounds it.
 
 
 def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s: float,
@@ -260,8 +263,9 @@ def main(argv=None) -> dict:
   p.add_argument('--phantoms', type=int, default=8, help='for the short run; last held out')
   p.add_argument('--warmup', type=int, default=100, help='the short run lr warm-up')
   p.add_argument('--grid', type=int, default=4, help='held-out views sampled')
-  p.add_argument('--run_train_s', type=float, default=150.0,
-                 help='training seconds of the short run (after its compile)')
+  p.add_argument('--run_train_s', type=float, default=None,
+                 help='training seconds of the short run (after its compile; default: '
+                      'what --budget_s leaves, or 150 without it)')
   p.add_argument('--budget_s', type=float, default=None,
                  help="the whole run's seconds: the short run trains for what is left of "
                       'them after its compiles (at most --run_train_s), less a reserve')
@@ -298,7 +302,10 @@ def main(argv=None) -> dict:
   def run_part():
     views = 60
     data = phantom_views(a.phantoms, config.data.image_size, views)
-    return short_run(config, mesh, data, views, a.run_train_s, a.warmup, a.grid, a.out,
+    train_s = a.run_train_s
+    if train_s is None:  # A lease is short: a budget's run trains until its deadline.
+      train_s = math.inf if a.budget_s is not None else DEFAULT_TRAIN_S
+    return short_run(config, mesh, data, views, train_s, a.warmup, a.grid, a.out,
                      deadline=None if a.budget_s is None else start + a.budget_s)
 
   flops = part('flops', lambda: count_flops(config, mesh))

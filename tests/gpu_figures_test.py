@@ -123,3 +123,23 @@ def test_device_script_runs_its_part_and_writes_the_grid(tmp_path):
     r = json.load(f)
   assert r['run']['steps'] >= 1 and 'train' not in r and 'errors' not in r
   assert os.path.getsize(out / 'gpu_run_grid.png') > 1000
+
+
+@pytest.mark.parametrize('args, train_s', [
+    (['--budget_s', '500'], math.inf),  # The lease's script: train until the deadline.
+    ([], gpu_figures.DEFAULT_TRAIN_S),
+    (['--budget_s', '500', '--run_train_s', '60'], 60.0)])
+def test_run_trains_for_what_the_budget_leaves_unless_told(tmp_path, monkeypatch, args,
+                                                           train_s):
+  # Session 26's script gave a 500 s budget but the run stopped at the old 150 s default,
+  # leaving half a lease idle.
+  seen = {}
+
+  def short_run(config, mesh, data, held_out, train_s, *rest, deadline=None):
+    seen.update(train_s=train_s, deadline=deadline)
+    return {}
+  monkeypatch.setattr(gpu_figures, 'short_run', short_run)
+  monkeypatch.setattr(gpu_figures, 'phantom_views', lambda *a: {})
+  gpu_figures.main(['--scale', 'test', '--parts', 'run', '--out', str(tmp_path)] + args)
+  assert seen['train_s'] == train_s
+  assert (seen['deadline'] is None) == ('--budget_s' not in args)
