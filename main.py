@@ -57,7 +57,7 @@ def _run(_):
   if FLAGS.sampler is not None and FLAGS.mode not in ('eval', 'sample'):
     raise ValueError(f'--sampler applies to --mode=eval and --mode=sample only, not '
                      f'--mode={FLAGS.mode}.')
-  from score_sde_knee import progress
+  from score_sde_knee.utils import progress
   if not FLAGS.library_logs:
     progress.quiet_library_info()
   # TensorFlow is only the input pipeline: keep it off the GPU so JAX has all its memory.
@@ -135,6 +135,6 @@ def main(argv):
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from score_sde_knee import xla_cpu
+  from score_sde_knee.utils import xla_cpu
   xla_cpu.configure()  # before JAX starts: faster convolutions on a CPU
   app.run(main, flags_parser=parse_flags)

@@ -31,13 +31,13 @@ if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import posterior_mean  # pylint: disable=g-import-not-at-top
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
-from score_sde_knee import visualize
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import plots
+from score_sde_knee.utils import xla_cpu
 
 
 # Signed distance to the leg's edge, in pixels (negative: air outside the leg): the skin
@@ -223,7 +223,7 @@ def plot_profile(entries: list[dict], labels: list[str], path: str):
   methods = ' / '.join(dict.fromkeys(e['method'].upper() for e in entries))
   ax.set_title(f"{methods} · {e0['condition']}, {len(e0['images'])} images", fontsize=9)
   ax.legend(fontsize=7)
-  visualize.save_figure(fig, path, dpi=120)
+  plots.save_figure(fig, path, dpi=120)
   return fig
 
 

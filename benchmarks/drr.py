@@ -3,7 +3,7 @@
     python -m benchmarks.drr [--repeats 3] [--build phantom_64,phantom_256]
 
 A 60-view scan (DESIGN 2.1) of a 256^3 volume of 1 mm voxels onto 256 x 256 pixels: the
-volume is a leg-like scene of ellipsoids (score_sde_knee.analytic), whose exact line
+volume is a leg-like scene of ellipsoids (score_sde_knee.xray.analytic), whose exact line
 integrals give the relative L2 error. Also timed: the same volume with no air layer
 (the worst case for the projector, which skips layers of pure air), every voxel layer
 sampled (max_step_mm=0), and the phantom_64 size, (z, y, x) = (260, 200, 200) at 1 mm
@@ -25,9 +25,9 @@ if not __package__:  # Run as a script: make the repository importable.
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from score_sde_knee import analytic  # pylint: disable=g-import-not-at-top
-from score_sde_knee import geometry as geometry_lib
-from score_sde_knee import projector
+from score_sde_knee.xray import analytic  # pylint: disable=g-import-not-at-top
+from score_sde_knee.xray import geometry as geometry_lib
+from score_sde_knee.xray import projector
 
 
 def time_calls(fn, repeats: int) -> dict[str, float]:

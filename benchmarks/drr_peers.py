@@ -48,8 +48,8 @@ class Case:
 
 
 def make_case(size: int, views: int) -> Case:
-  from score_sde_knee import analytic  # pylint: disable=g-import-not-at-top
-  from score_sde_knee import geometry as geometry_lib
+  from score_sde_knee.xray import analytic  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.xray import geometry as geometry_lib
   voxel = WORLD_MM / size
   geometry = dataclasses.replace(geometry_lib.ConeBeamGeometry().with_detector(size),
                                  num_views=views, angle_step_deg=360.0 / views)
@@ -82,7 +82,7 @@ def time_calls(fn, repeats: int) -> tuple[dict, np.ndarray]:
 
 
 def bench_ours(case: Case, repeats: int) -> dict:
-  from score_sde_knee import projector  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.xray import projector  # pylint: disable=g-import-not-at-top
   spacing = (case.voxel_mm,) * 3
   fn = lambda: np.asarray(projector.project(case.volume, spacing, case.geometry,
                                             case.angles_deg, max_step_mm=2.0,

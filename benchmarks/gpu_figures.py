@@ -50,18 +50,18 @@ from benchmarks import train_peers
 from benchmarks.drr_peers import time_calls
 from configs import default
 from score_sde_knee import demo
-from score_sde_knee import drr
+from score_sde_knee.xray import drr
 from score_sde_knee import fast_sampling
-from score_sde_knee import files
-from score_sde_knee import geometry as geometry_lib
+from score_sde_knee.utils import files
+from score_sde_knee.xray import geometry as geometry_lib
 from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
-from score_sde_knee import phantom
+from score_sde_knee.xray import phantom
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
-from score_sde_knee import visualize
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import plots
+from score_sde_knee.utils import xla_cpu
 
 COLUMN_IMAGES = 330   # One Table I column: the paper's test split.
 PARTS = ('flops', 'peaks', 'train', 'sampler', 'run')
@@ -242,7 +242,7 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
   truth = data['image'][test][:grid]
   rows = [[np.asarray(cond[i]), samples[i], truth[i]] for i in range(len(samples))]
   png = os.path.join(out, 'gpu_run_grid.png')
-  visualize.save_grid(png, rows, col_titles=['contour+bone mask', 'sample (49 NFE)', 'DRR'])
+  plots.save_grid(png, rows, col_titles=['contour+bone mask', 'sample (49 NFE)', 'DRR'])
   return {'steps': step, 'train_compile_s': train_compile_s, 'train_s': train_s,
           'images_per_s': b * step / train_s,
           'warmup': warmup, 'lr': float(c.optim.lr), 'loss_every_25': losses,

@@ -18,7 +18,7 @@ import sys
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
+from score_sde_knee.utils import plots  # pylint: disable=g-import-not-at-top
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 # seed -> (colour, last step of its training-curve file).
@@ -109,7 +109,7 @@ def plot(series: dict, out: str):
               ylim=(15, 45), xticks=range(0, 16001, 4000))
   ax_loss.grid(alpha=0.3)
   ax_loss.legend(fontsize=8)
-  visualize.save_figure(fig, out)
+  plots.save_figure(fig, out)
   return fig
 
 

@@ -42,15 +42,15 @@ if not __package__:  # Run as a script: make the repository importable.
 from benchmarks import posterior_plots  # pylint: disable=g-import-not-at-top
 from score_sde_knee import evaluate
 from score_sde_knee import fast_sampling
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
 from score_sde_knee import metrics
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
-from score_sde_knee import visualize
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import plots
+from score_sde_knee.utils import xla_cpu
 
 
 # evaluate's other per-seed means, kept beside PSNR: a sampler that matches N = 500 in PSNR
@@ -226,7 +226,7 @@ def plot(result: dict, path: str) -> None:
   ax.set_title(f"{result['condition']}, n = {result['n_images']} "
                f"{result.get('split', 'test')} images")
   ax.legend(fontsize=7)
-  visualize.save_figure(fig, path, dpi=120)
+  plots.save_figure(fig, path, dpi=120)
 
 
 def _mean(values: list | None) -> float | None:

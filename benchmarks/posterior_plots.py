@@ -3,7 +3,7 @@
 import numpy as np
 
 from score_sde_knee import sampler_setting
-from score_sde_knee import visualize
+from score_sde_knee.utils import plots
 
 
 def plot_summary(rows: list[dict], path: str,
@@ -40,7 +40,7 @@ def plot_summary(rows: list[dict], path: str,
     title.append(f'dashed: {label} ({psnr:.2f} dB)')
   ax.set_title('\n'.join(title), fontsize=9)
   # tight_layout undercounts these long tick labels by a few characters: a wider pad.
-  visualize.save_figure(fig, path, dpi=120, pad=3.0)
+  plots.save_figure(fig, path, dpi=120, pad=3.0)
   return fig
 
 
@@ -88,5 +88,5 @@ def plot_spread(rows: list[dict], path: str):
                                 + ('  = --sampler=fast' if s == fast else '') for s in settings)
            + '\nred square: PC N = 500', va='top', ha='left', family='monospace',
            fontsize=7, transform=key.transAxes)
-  visualize.save_figure(fig, path, dpi=120)
+  plots.save_figure(fig, path, dpi=120)
   return fig

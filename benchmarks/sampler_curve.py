@@ -27,14 +27,14 @@ if not __package__:  # Run as a script: make the repository importable.
 
 from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
 from score_sde_knee import fast_sampling
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
-from score_sde_knee import visualize
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import plots
+from score_sde_knee.utils import xla_cpu
 
 DEFAULT_SETTINGS = ('heun:5', 'heun:10', 'heun:18', 'heun:25', 'dpm2:10', 'dpm2:25',
                     'pc:50', 'pc:100')
@@ -120,7 +120,7 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_title(f'{method.upper()} · {condition}')
     # Beside the plot: with a dozen settings a legend inside hides the points.
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0))
-  visualize.save_figure(fig, path, dpi=120)
+  plots.save_figure(fig, path, dpi=120)
 
 
 def nfe_axis(nfes: list[int], goal: int = 50, min_gap: float = 0.1) -> tuple[str, list[int]]:
@@ -156,7 +156,7 @@ def save_samples_grid(workdir: str, condition: str, settings: list[str], path: s
   data = input_pipeline.load_split(config, config.eval.split, max(pick) + 1)
   rows = [[data[condition][i]] + [c[i] for _, c in columns] + [data['image'][i]]
           for i in pick]
-  visualize.save_grid(path, rows, col_titles=['condition'] + [t for t, _ in columns]
+  plots.save_grid(path, rows, col_titles=['condition'] + [t for t, _ in columns]
                       + ['ground truth'], row_titles=[f'#{i}' for i in pick])
 
 

@@ -28,7 +28,7 @@ from configs import default  # pylint: disable=g-import-not-at-top
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import xla_cpu
 
 
 def _batch(config, rng: np.random.Generator) -> dict[str, np.ndarray]:

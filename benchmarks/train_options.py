@@ -35,7 +35,7 @@ from configs import default
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import xla_cpu
 
 VARIANTS = ('sync', 'baseline', 'no_donate', 'scan4', 'bf16')
 

@@ -40,7 +40,7 @@ from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import xla_cpu
 
 WHAT = ('train', 'pc')
 PC_T = 0.5  # Time of the timed PC step: any interior t costs the same.

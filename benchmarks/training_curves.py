@@ -16,7 +16,7 @@ import sys
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
+from score_sde_knee.utils import plots  # pylint: disable=g-import-not-at-top
 
 TAGS = ('eval_loss', 'train_loss')
 
@@ -54,7 +54,7 @@ def plot(curves: dict[str, dict[str, list]], path: str) -> None:
     ax.set_ylabel(f'{tag} / first logged value')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  visualize.save_figure(fig, path, dpi=110)
+  plots.save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""XLA:CPU with and without score_sde_knee.xla_cpu's flag, side by side; prints one JSON object.
+"""XLA:CPU with and without score_sde_knee.utils.xla_cpu's flag; prints one JSON object.
 
     python -m benchmarks.xla_cpu_flags [--scale cpu] [--rounds 2] [--steps 6] [--repeats 3]
 
@@ -23,7 +23,7 @@ if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import xla_cpu
 
 VARIANTS = {'default': '', 'fast_conv': xla_cpu.FAST_CONV_FLAG}
 FIGURES = ('update_s', 'forward_s', 'update_min_s', 'forward_min_s')

@@ -22,7 +22,7 @@ import time
 
 import ml_collections
 
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import run_config
 
 # What the demo changes on top of configs/ctm.py:contour_bone,cpu (documented in README).

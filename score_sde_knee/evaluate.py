@@ -40,12 +40,12 @@ import ml_collections
 import numpy as np
 
 from score_sde_knee import checkpointing
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
 from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
 from score_sde_knee import sampling

@@ -53,13 +53,13 @@ import ml_collections
 import numpy as np
 
 from score_sde_knee import evaluate
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
 from score_sde_knee import parallel
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import report
 from score_sde_knee import sampler_setting
-from score_sde_knee import visualize
+from score_sde_knee.utils import plots
 
 MANIFEST = 'manifest.json'
 MASK_SUFFIXES = ('.png', '.npy')
@@ -287,7 +287,7 @@ def save_overview(out: str, entries: list[dict[str, Any]]) -> str:
   rows, titles = overview_rows(out, entries)
   n = max(len(r) for r in rows) - 1
   path = os.path.join(out, 'overview.png')
-  visualize.save_grid(path, rows, row_titles=titles,
+  plots.save_grid(path, rows, row_titles=titles,
                       col_titles=['mask'] + [f'sample {k}' for k in range(n)])
   return path
 

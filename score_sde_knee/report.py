@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import run_config
 
 METHODS = ('unet', 'csm', 'ctm')
@@ -205,7 +205,7 @@ def save_fig3(results: Results, path: str, *, num_images: int = 3,
   other condition only leaves its cells in this condition's rows blank.
   """
   from score_sde_knee import input_pipeline  # pylint: disable=g-import-not-at-top
-  from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.utils import plots  # pylint: disable=g-import-not-at-top
   indices = fig3_indices(results, num_images)
   any_m = next(iter(results.values()))
   config = run_config.load(any_m['_workdir'])
@@ -224,7 +224,7 @@ def save_fig3(results: Results, path: str, *, num_images: int = 3,
       rows.append(row + [data['image'][i]])
       titles.append(f'{NAMES[c]}\n#{i} {data["patient_id"][i]}\n'
                     f'{float(data["angle_deg"][i]):.0f} deg')
-  visualize.save_grid(path, rows, row_titles=titles,
+  plots.save_grid(path, rows, row_titles=titles,
                       col_titles=['condition'] + [NAMES[m] for m in methods] +
                       ['ground truth'])
   return indices
@@ -277,6 +277,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  from score_sde_knee import progress  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.utils import progress  # pylint: disable=g-import-not-at-top
   progress.quiet_library_info()  # as main.py: library noise would bury the output
   main()

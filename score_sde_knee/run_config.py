@@ -76,7 +76,7 @@ def _parent(config, dotted: str):
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> None:
-  from score_sde_knee import files
+  from score_sde_knee.utils import files
   files.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
 
 

@@ -25,7 +25,7 @@ from score_sde_knee import checkpointing
 from score_sde_knee import input_pipeline
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 from score_sde_knee import train_state as ts
 
 DatasetsFn = Callable[..., input_pipeline.Datasets]
@@ -237,8 +237,8 @@ def _write_sample_grid(sample_grid, state: ts.TrainState,
                            for c, s, x in zip(cond, samples, image)], axis=0)
   writer.write_images(step, {'samples': mosaic[None]})
   if jax.process_index() == 0:
-    from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
-    visualize.save_grid(os.path.join(workdir, 'samples', f'step_{step:07d}.png'),
+    from score_sde_knee.utils import plots  # pylint: disable=g-import-not-at-top
+    plots.save_grid(os.path.join(workdir, 'samples', f'step_{step:07d}.png'),
                         [[c, s, x] for c, s, x in zip(cond, samples, image)],
                         col_titles=['condition', 'sample (EMA)', 'target'])
 

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from score_sde_knee import analytic
-from score_sde_knee import geometry as geometry_lib
+from score_sde_knee.xray import analytic
+from score_sde_knee.xray import geometry as geometry_lib
 
 
 def test_chords_through_a_sphere_and_a_rotated_ellipsoid():

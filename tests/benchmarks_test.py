@@ -17,10 +17,10 @@ from configs import unet
 from helpers import TINY
 from helpers import make_workdir
 from score_sde_knee import evaluate
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
-from score_sde_knee import visualize
+from score_sde_knee.utils import plots
 
 
 def test_average_curve_matches_analytic_psnr():
@@ -77,7 +77,7 @@ def test_samples_grid_shows_the_same_images_for_every_setting(tmp_path, data_dir
   files.write_npz(os.path.join(wd, 'eval_samplers', 'contour', 'pc-25-predancestral',
                                'samples.npz'), samples=fast[1:], indices=np.arange(1, 6))
   grids = []
-  monkeypatch.setattr(visualize, 'save_grid',
+  monkeypatch.setattr(plots, 'save_grid',
                       lambda path, rows, **kw: grids.append((path, rows, kw)))
   sampler_curve.save_samples_grid(wd, 'contour', ['pc:25:pred=ancestral'], 'g.png', 2)
   (path, rows, kw), = grids

@@ -1,7 +1,7 @@
 """Fixtures shared by the test files."""
 import pytest
 
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import xla_cpu
 
 xla_cpu.configure()  # test what main.py runs (before any test starts JAX)
 

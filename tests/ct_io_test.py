@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from score_sde_knee import ct_io
-from score_sde_knee import phantom
-from score_sde_knee.ct_io import CTError
+from score_sde_knee.xray import ct_io
+from score_sde_knee.xray import phantom
+from score_sde_knee.xray.ct_io import CTError
 
 SHAPE = (14, 12, 10)  # (z, y, x) voxels as stored.
 SPACING = (1.5, 1.25, 2.0)  # (sx, sy, sz) mm.

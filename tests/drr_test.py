@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from score_sde_knee import drr
-from score_sde_knee import geometry as geometry_lib
+from score_sde_knee.xray import drr
+from score_sde_knee.xray import geometry as geometry_lib
 
 
 def test_hu_to_mu_matches_formula_and_clamps_padding():

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from score_sde_knee import files
+from score_sde_knee.utils import files
 
 
 def test_write_json_and_npz_roundtrip(tmp_path):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from score_sde_knee import geometry as geometry_lib
+from score_sde_knee.xray import geometry as geometry_lib
 
 
 def test_defaults_follow_the_design():

@@ -1,5 +1,7 @@
 """What several test files share: a tiny knee_drr config, an exact Gaussian score and a
 trained-looking workdir."""
+import os
+
 import jax.numpy as jnp
 
 from datasets.knee_drr import knee_drr_dataset_builder as kb
@@ -7,6 +9,8 @@ from score_sde_knee import checkpointing
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 # 3 phantom patients (split 1:1:1) x 6 views at 16x16 from 8 mm voxels: built in seconds.
 TINY = kb.KneeDrrConfig(name='tiny', num_patients=3, detector=16, num_views=6,

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from score_sde_knee import phantom
+from score_sde_knee.xray import phantom
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from score_sde_knee import progress
+from score_sde_knee.utils import progress
 
 
 def test_format_seconds():

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from score_sde_knee import analytic
-from score_sde_knee import geometry as geometry_lib
-from score_sde_knee import projector
+from score_sde_knee.xray import analytic
+from score_sde_knee.xray import geometry as geometry_lib
+from score_sde_knee.xray import projector
 
 # 48 x 48 pixels of 3.2 mm: a 96 mm field of view at the isocentre, for the small scenes.
 GEOMETRY = geometry_lib.ConeBeamGeometry(detector_rows=48, detector_cols=48,

@@ -7,11 +7,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from score_sde_knee import files
+from score_sde_knee.utils import files
 from score_sde_knee import report
 from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
-from score_sde_knee import visualize
+from score_sde_knee.utils import plots
 from helpers import TINY
 
 N = 6
@@ -61,13 +61,13 @@ def test_report(tmp_path, data_dir, monkeypatch):
     made.update(out)
 
   grids = []
-  real_save_grid = visualize.save_grid
+  real_save_grid = plots.save_grid
 
   def spy(path, rows, **kwargs):
     grids.append(rows)
     real_save_grid(path, rows, **kwargs)
 
-  monkeypatch.setattr(visualize, 'save_grid', spy)
+  monkeypatch.setattr(plots, 'save_grid', spy)
   paths = report.write_report(workdirs, str(tmp_path / 'report'), num_images=2)
 
   md = open(paths['table.md'], encoding='utf-8').read()
@@ -115,7 +115,7 @@ def test_report(tmp_path, data_dir, monkeypatch):
 def test_fig3_has_no_column_for_a_method_without_results(tmp_path, data_dir, monkeypatch):
   wd, made = fake_workdir(tmp_path, 'ctm_cb', 'ctm', ['contour_bone'], data_dir, 3)
   grids = []
-  monkeypatch.setattr(visualize, 'save_grid',
+  monkeypatch.setattr(plots, 'save_grid',
                       lambda path, rows, **kw: grids.append((rows, kw['col_titles'])))
   report.save_fig3(report.collect([wd]), str(tmp_path / 'fig3.png'), num_images=2)
   (rows, titles), = grids

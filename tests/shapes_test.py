@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from score_sde_knee import shapes
+from score_sde_knee.xray import shapes
 
 FIELD_MM = (48.0, 44.0, 40.0)
 # A tilted, shifted frame, so that no face lines up with the grid.

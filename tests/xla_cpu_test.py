@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from score_sde_knee import xla_cpu
+from score_sde_knee.utils import xla_cpu
 
 FLAG = xla_cpu.FAST_CONV_FLAG
 INSTALLED = importlib.metadata.version('jaxlib')

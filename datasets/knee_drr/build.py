@@ -48,6 +48,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  from score_sde_knee import progress  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.utils import progress  # pylint: disable=g-import-not-at-top
   progress.quiet_library_info()  # as main.py: library noise would bury the output
   main()

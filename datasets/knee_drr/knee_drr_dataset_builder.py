@@ -14,11 +14,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from score_sde_knee import drr
-from score_sde_knee import files
-from score_sde_knee import geometry as geometry_lib
-from score_sde_knee import phantom
-from score_sde_knee import progress
+from score_sde_knee.xray import drr
+from score_sde_knee.utils import files
+from score_sde_knee.xray import geometry as geometry_lib
+from score_sde_knee.xray import phantom
+from score_sde_knee.utils import progress
 
 _SPLITS = ('train', 'validation', 'test')
 
@@ -122,7 +122,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if cfg.source == 'phantom':
       return {f'phantom_{cfg.seed + i:04d}': cfg.seed + i for i in range(cfg.num_patients)}
     if cfg.source == 'ct':
-      from score_sde_knee import ct_io  # SimpleITK only needed for real CTs.
+      from score_sde_knee.xray import ct_io  # SimpleITK only needed for real CTs.
       return dict(ct_io.find_ct_cases(os.fspath(dl_manager.manual_dir)))
     raise ValueError(f'knee_drr config {cfg.name}: source must be phantom or ct, '
                      f'got {cfg.source!r}')
@@ -133,7 +133,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       p = phantom.make_phantom(int(what), spacing_mm=cfg.spacing_mm,
                                revision=self.PHANTOM_REVISION[str(self.version)])
       return p.hu, p.spacing_mm
-    from score_sde_knee import ct_io
+    from score_sde_knee.xray import ct_io
     ct = ct_io.load_ct(what, spacing_mm=cfg.spacing_mm)
     return ct.hu, ct.spacing_mm
 

@@ -66,7 +66,7 @@ def test_build_is_deterministic_and_resumes_from_its_cache(tmp_path):
 
 
 def test_each_version_rebuilds_with_its_phantom_revision(tmp_path):
-  from score_sde_knee import phantom
+  from score_sde_knee.xray import phantom
   cfg = kb.KneeDrrConfig(name='rev_probe', num_patients=3, detector=16, num_views=6,
                          spacing_mm=4.0)
   versions = [str(v) for v in [kb.Builder.VERSION] + kb.Builder.SUPPORTED_VERSIONS]

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from score_sde_knee import phantom
+from score_sde_knee.xray import phantom
 
 OUT = os.path.join(os.path.dirname(__file__), 'dummy_data')
 

@@ -9,8 +9,8 @@ import dataclasses
 
 import numpy as np
 
-from score_sde_knee import geometry as geometry_lib
-from score_sde_knee import projector
+from score_sde_knee.xray import geometry as geometry_lib
+from score_sde_knee.xray import projector
 
 MU_WATER_PER_MM = 0.0193  # ~70 keV effective energy.
 CONTOUR_THRESHOLD = 0.1

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from score_sde_knee import geometry as geometry_lib
+from score_sde_knee.xray import geometry as geometry_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import SimpleITK as sitk
 
-from score_sde_knee import files
+from score_sde_knee.utils import files
 
 SUFFIXES = ('.nii.gz', '.nii', '.mha', '.mhd', '.nrrd', '.nhdr')
 _COMPANIONS = ('.raw', '.zraw', '.img', '.gz', '.bz2')  # Data files of .mhd/.nhdr headers.

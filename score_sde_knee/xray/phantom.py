@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from score_sde_knee import shapes
+from score_sde_knee.xray import shapes
 
 
 DEFAULT_SHAPE_MM = (240.0, 232.0, 232.0)  # (z, y, x) field; the leg and skin fit inside.
@@ -305,11 +305,11 @@ def main(argv=None) -> None:
   ph = make_phantom(args.seed, spacing_mm=args.spacing)
   print(json.dumps(ph.params, indent=1, sort_keys=True))
   if args.out:
-    from score_sde_knee import ct_io  # pylint: disable=g-import-not-at-top
+    from score_sde_knee.xray import ct_io  # pylint: disable=g-import-not-at-top
     ct_io.write_ct(args.out, ph.hu, ph.spacing_mm)
   if args.png:
-    from score_sde_knee import visualize  # pylint: disable=g-import-not-at-top
-    visualize.save_phantom_png(args.png, ph)
+    from score_sde_knee.xray import preview  # pylint: disable=g-import-not-at-top
+    preview.save_phantom_png(args.png, ph)
 
 
 if __name__ == '__main__':

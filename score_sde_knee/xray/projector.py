@@ -1,7 +1,7 @@
 """Cone-beam forward projector: line integrals of a voxel volume (Joseph's method, JAX).
 
 The public entry point is `project`. Geometry conventions are those of
-`score_sde_knee.geometry` (source orbit in z = 0, row 0 = top = largest z).
+`score_sde_knee.xray.geometry` (source orbit in z = 0, row 0 = top = largest z).
 
 How it works, and why it is fast on a CPU (Joseph 1982, in the layout below): for each
 view the volume is cut into the voxel layers of the array axis (y or x) closest to the
@@ -25,7 +25,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde_knee import geometry as geometry_lib
+from score_sde_knee.xray import geometry as geometry_lib
 
 
 def project(volume, spacing_mm: Sequence[float],

@@ -13,7 +13,7 @@ seen from +z (right-handed about +z). Detector pixel (r, c) sits at
 S + D e_d + u_c e_u + v_r e_z with D = source_to_detector_mm,
 u_c = (c - (cols - 1) / 2) pitch and v_r = ((rows - 1) / 2 - r) pitch.
 
-    python -m score_sde_knee.geometry --plot docs/geometry.png
+    python -m score_sde_knee.xray.geometry --plot docs/geometry.png
 """
 import argparse
 import dataclasses
@@ -128,7 +128,7 @@ def plot(path: str, geometry: ConeBeamGeometry = ConeBeamGeometry(),
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  from score_sde_knee import files
+  from score_sde_knee.utils import files
 
   g = geometry
   r_src, sdd = g.source_to_isocentre_mm, g.source_to_detector_mm
