@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from readme_test import ROOT
+from helpers import ROOT
 
 FOLDERS = ('benchmarks', 'score_sde_knee', os.path.join('datasets', 'knee_drr'))
 

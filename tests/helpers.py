@@ -1,5 +1,6 @@
 """What several test files share: a tiny knee_drr config, an exact Gaussian score and a
 trained-looking workdir."""
+import json
 import os
 
 import jax.numpy as jnp
@@ -11,6 +12,44 @@ from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def read(*parts: str) -> str:
+  """A file of the repository, by its path parts."""
+  with open(os.path.join(ROOT, *parts), encoding='utf-8') as f:
+    return f.read()
+
+
+def table_rows(text: str, header_start: str) -> dict[str, list[str]]:
+  """First cell -> other cells, for each row of the one Markdown table whose header starts
+  so; cells lose their bold marks (RESULTS.md bolds some)."""
+  lines = text.splitlines()
+  starts = [i for i, line in enumerate(lines) if line.startswith(header_start)]
+  assert len(starts) == 1, f'{len(starts)} tables start with {header_start!r}'
+  rows = {}
+  for line in lines[starts[0] + 2:]:
+    if not line.startswith('|'):
+      break
+    cells = [c.strip().strip('*').strip() for c in line.strip().strip('|').split('|')]
+    rows[cells[0]] = cells[1:]
+  return rows
+
+
+def mean_std(cell: str) -> tuple[float, float]:
+  """'29.188 ± 2.22' (or '28.34 ± 0.36 over runs') -> (29.188, 2.22)."""
+  mean, std = cell.split('±')
+  return float(mean), float(std.split()[0])
+
+
+def load_result(name: str) -> dict:
+  """A JSON file of benchmarks/results/."""
+  return json.loads(read('benchmarks', 'results', name))
+
+
+def rounded(x: float, like: str) -> float:
+  """x rounded to as many decimals as the quoted cell `like` shows."""
+  return round(float(x), len(like.split('.')[1]) if '.' in like else 0)
+
 
 # 3 phantom patients (split 1:1:1) x 6 views at 16x16 from 8 mm voxels: built in seconds.
 TINY = kb.KneeDrrConfig(name='tiny', num_patients=3, detector=16, num_views=6,

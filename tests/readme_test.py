@@ -4,35 +4,7 @@ import re
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def read(*parts: str) -> str:
-  """A file of the repository, by its path parts."""
-  with open(os.path.join(ROOT, *parts), encoding='utf-8') as f:
-    return f.read()
-
-
-def table_rows(text: str, header_start: str) -> dict[str, list[str]]:
-  """First cell -> other cells, for each row of the one Markdown table whose header starts
-  so; cells lose their bold marks (RESULTS.md bolds some)."""
-  lines = text.splitlines()
-  starts = [i for i, line in enumerate(lines) if line.startswith(header_start)]
-  assert len(starts) == 1, f'{len(starts)} tables start with {header_start!r}'
-  rows = {}
-  for line in lines[starts[0] + 2:]:
-    if not line.startswith('|'):
-      break
-    cells = [c.strip().strip('*').strip() for c in line.strip().strip('|').split('|')]
-    rows[cells[0]] = cells[1:]
-  return rows
-
-
-def mean_std(cell: str) -> tuple[float, float]:
-  """'29.188 ± 2.22' (or '28.34 ± 0.36 over runs') -> (29.188, 2.22)."""
-  mean, std = cell.split('±')
-  return float(mean), float(std.split()[0])
-
+from helpers import ROOT, mean_std, read, table_rows
 
 def test_relative_links_and_images_exist():
   text = read('README.md')

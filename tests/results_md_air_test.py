@@ -4,9 +4,10 @@ results_md_test."""
 import numpy as np
 import pytest
 
-from readme_test import mean_std, table_rows
-from results_md_test import RESULTS_MD, _load, _rounded  # pylint: disable=protected-access
+from helpers import load_result as _load, mean_std, read, rounded as _rounded, table_rows
 from score_sde_knee import sampler_setting
+
+RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
 
 # Sessions 24-25: CSM with the air outside the contour held (sampling.known_air). The margin

@@ -1,7 +1,8 @@
 """benchmarks/RESULTS.md's "GPU: NVIDIA H200" tables against the device's result files and
 the FLOP counts taken on the CPU, recomputed here."""
-from readme_test import read, table_rows
-from results_md_test import RESULTS_MD, _load, _rounded  # pylint: disable=protected-access
+from helpers import load_result as _load, read, rounded as _rounded, table_rows
+
+RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
 TRAIN = _load('gpu_figures_s26_h200_train.json')
 SAMPLER = _load('gpu_figures_s26_h200_sampler.json')

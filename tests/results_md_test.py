@@ -9,22 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks import plot_ctm_contour_runs as plot_runs
-from readme_test import mean_std, read, table_rows  # the same Markdown reading
+from helpers import load_result as _load, mean_std, read, rounded as _rounded, table_rows
 from score_sde_knee import sampler_setting
 
 RESULTS_MD = read('benchmarks', 'RESULTS.md')
-
-
-def _load(name: str) -> dict:
-  return json.loads(read('benchmarks', 'results', name))
-
-
-def _decimals(cell: str) -> int:
-  return len(cell.split('.')[1]) if '.' in cell else 0
-
-
-def _rounded(x: float, like: str) -> float:
-  return round(float(x), _decimals(like))
 
 
 SNR_ROWS = {  # RESULTS row label -> file (session 18's three snr values, session 17's 0.4)

@@ -6,7 +6,7 @@ import re
 
 from pyflakes import api as pyflakes_api
 from pyflakes import messages as pyflakes_messages
-from readme_test import ROOT
+from helpers import ROOT
 
 # What each replaces it (the standards in the project's brief); assembled from parts so that
 # this file does not match itself.
