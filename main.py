@@ -15,6 +15,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from configs import default
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file[:condition,scale].',
                                 lock_config=True)
@@ -30,16 +32,15 @@ flags.DEFINE_bool('snap', False, 'sample: round mask values to the nearest label
                   'takes ({0, 0.5} for a contour model, else {0, 0.5, 1}).')
 flags.DEFINE_string('export_tfds', None, 'sample: also store the outputs as the TFDS data '
                     'set knee_drr_synthetic in this data dir (contour_bone masks only).')
-flags.DEFINE_enum('condition', None, ['contour', 'contour_bone'],
+flags.DEFINE_enum('condition', None, list(default.CONDITIONS),
                   'eval/sample: the condition (default: the training one; csm: either).')
 flags.DEFINE_integer('step', None, 'eval: evaluate this checkpoint step instead of the '
                      'newest (results in workdir/eval/step_<step>/).')
-flags.DEFINE_string('sampler', None, "eval/sample: 'fast' (49 network evaluations, the "
-                    "setting measured for the run's method in benchmarks/RESULTS.md), "
-                    "'fast-air' (fast, the air outside the mask held but for a 1-2 px "
-                    "ring per condition: CSM's best) or a "
-                    'setting solver:n[:name=value,...] such as pc:100, instead of the '
-                    "run's sampler; eval results go to workdir/eval_samplers/.")
+flags.DEFINE_string('sampler', None, "eval/sample: a preset, 'paper' (PC N = 500), 'fast' "
+                    "(49 network evaluations) or 'fast-air' (fast, the air outside the mask "
+                    "held but for a 1-2 px ring per condition), or a setting "
+                    'solver:n[:name=value,...] such as pc:100, instead of the run\'s sampler; '
+                    'eval results go to workdir/eval_samplers/.')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of user errors.')
 flags.DEFINE_bool('library_logs', False, "Show the INFO lines of orbax, TFDS and jax's "
                   "backend search, and TFDS's warning about its own use of .dtype "

@@ -2,7 +2,7 @@
 
     python -m benchmarks.drr [--repeats 3] [--build phantom_64,phantom_256]
 
-A 60-view scan (DESIGN 2.1) of a 256^3 volume of 1 mm voxels onto 256 x 256 pixels: the
+A 60-view scan (docs/geometry.md) of a 256^3 volume of 1 mm voxels onto 256 x 256 pixels: the
 volume is a leg-like scene of ellipsoids (score_sde_knee.xray.analytic), whose exact line
 integrals give the relative L2 error. Also timed: the same volume with no air layer
 (the worst case for the projector, which skips layers of pure air), every voxel layer

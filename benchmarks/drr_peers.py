@@ -8,7 +8,7 @@ from one run:
     nice -n 19 .venv-bench/bin/python benchmarks/drr_peers.py --peers diffdrr
     nice -n 19 .venv-mbirjax/bin/python benchmarks/drr_peers.py --peers mbirjax
 
-Scene and scan (DESIGN 2.1-2.2): analytic.knee_like(1.0) voxelised on a size^3 grid
+Scene and scan (docs/geometry.md): analytic.knee_like(1.0) voxelised on a size^3 grid
 covering 256 mm (1 mm voxels at the default size 256), the default ConeBeamGeometry with
 a size x size detector of the same width, and --views views spread evenly over 360 deg
 (60 views = 0, 6, ..., 354 deg). Every method gets the same attenuation volume (1/mm) and
@@ -214,7 +214,7 @@ def import_peers(names: list[str]) -> dict[str, str]:
       if name == 'mbirjax':
         import mbirjax  # pylint: disable=g-import-not-at-top,unused-import
       else:
-        # The projection path: no torchvision, kornia or pyvista (see NOTES.md).
+        # The projection path: no torchvision, kornia or pyvista (see benchmarks/README.md).
         import diffdrr.drr  # pylint: disable=g-import-not-at-top,unused-import
     except Exception as e:  # pylint: disable=broad-except
       skipped[name] = f'{type(e).__name__}: {e}'.splitlines()[0]

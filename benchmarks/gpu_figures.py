@@ -3,9 +3,9 @@
     python -m benchmarks.gpu_figures --out DIR                  # paper scale, a GPU job
     python -m benchmarks.gpu_figures --scale cpu --run_train_s 60 --phantoms 3 --out DIR
 
-Issue 6 item 5 and issue 5 item 3, for a 15-minute device lease (benchmarks/gpu_run.sh is
-the device command; benchmarks/RESULTS.md, "GPU: NVIDIA H200", what session 26 measured
-with it: on an H200 each paper-scale program takes 45-140 s to compile):
+Made for a short loan of a GPU machine, one call (benchmarks/gpu_run.sh is the device
+command; benchmarks/RESULTS.md, "GPU: NVIDIA H200", what it measured on an H200, where each
+paper-scale program takes 45-140 s to compile):
   flops    XLA's FLOP count of one update and of one network evaluation, from the
            lowered programs (no compile: runs anywhere, the same on every backend).
   peaks    measured float32 and bfloat16 matmul throughput (n x n, median of repeats): the
@@ -51,13 +51,14 @@ from benchmarks.drr_peers import time_calls
 from configs import default
 from score_sde_knee import demo
 from score_sde_knee.xray import drr
-from score_sde_knee import fast_sampling
 from score_sde_knee.utils import files
 from score_sde_knee.xray import geometry as geometry_lib
+from score_sde_knee import methods
 from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee.xray import phantom
+from score_sde_knee import sampler_setting
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
 from score_sde_knee.utils import plots
@@ -77,12 +78,8 @@ def _copy(config) -> ml_collections.ConfigDict:
 
 def _fast_config(config) -> ml_collections.ConfigDict:
   """config with the demo's 49-NFE sampler (the setting README recommends for CTM)."""
-  c = _copy(config)
-  for key, value in demo.DEMO_OVERRIDES.items():
-    section, field = key.split('.')
-    if section in ('sampling', 'sde'):
-      c[section][field] = value
-  return c
+  return sampler_setting.configure(config, sampler_setting.preset(
+      demo.DEMO_SAMPLER, config.method, config.condition))
 
 
 def config_for(scale: str, batch: int | None):
@@ -142,7 +139,8 @@ def count_flops(config, mesh) -> dict:
   local = train_bench._batch(config, np.random.default_rng(0))
   batch = parallel.global_batch_from_local(local, mesh)
   update = ts.make_train_step(config, model, mesh).lower(state, batch)
-  score = model_utils.get_score_fn(model, ts.make_sde(config), config.method)
+  score = model_utils.get_score_fn(model, ts.make_sde(config), methods.get(config.method),
+                                   scale_by_sigma=bool(config.model.scale_by_sigma))
   one = jax.numpy.zeros((1,) + local['image'].shape[1:], jax.numpy.float32)
   forward = jax.jit(score).lower(state.ema_params, one, jax.numpy.ones((1,)), one)
   return {'batch': config.training.batch_size,
@@ -162,7 +160,7 @@ def bench_sampler(config, batch: int, repeats: int) -> dict:
   sec, compile_s = pc['seconds'], pc['compile_seconds']
   n = int(config.sde.num_scales)
   column_s = math.ceil(COLUMN_IMAGES / batch) * n * sec
-  fast_nfe = fast_sampling.nfe(_fast_config(config))
+  fast_nfe = sampler_setting.nfe(_fast_config(config))
   _log(f'PC step at batch {batch}: {sec * 1e3:.1f} ms; a Table I column ~{column_s / 60:.1f} min')
   return {'batch': batch, 'compile_s': round(compile_s, 2), 'pc_step_s': sec,
           'network_evals_per_s': 2 * batch / sec, 'images_per_s_at_N': batch / (n * sec),
@@ -215,7 +213,8 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
   # device lacks.
   fast = _fast_config(c)
   fast_sde = ts.make_sde(fast)
-  score = model_utils.get_score_fn(model, fast_sde, 'ctm')
+  score = model_utils.get_score_fn(model, fast_sde, methods.CTM,
+                                   scale_by_sigma=bool(fast.model.scale_by_sigma))
   sample = jax.jit(lambda params, cond, key: sampling.get_sampler(
       fast, score_fn=lambda x, t, cc: score(params, x, t, cc), sde=fast_sde)(cond, key))
   test = slice(n_train, n_train + held_out, max(held_out // grid, 1))
@@ -287,7 +286,7 @@ def main(argv=None) -> dict:
   save = lambda: files.write_json(os.path.join(a.out, 'gpu_figures.json'), result)
 
   def part(name, fn):
-    # One lease, one try: a part that fails is recorded and the next one still runs.
+    # One device call, one try: a part that fails is recorded and the next one still runs.
     if name not in parts:
       return None
     _log(f'part {name} starts at {time.perf_counter() - start:.0f} s')
@@ -303,7 +302,7 @@ def main(argv=None) -> dict:
     views = 60
     data = phantom_views(a.phantoms, config.data.image_size, views)
     train_s = a.run_train_s
-    if train_s is None:  # A lease is short: a budget's run trains until its deadline.
+    if train_s is None:  # Device time is short: a budget's run trains until its deadline.
       train_s = math.inf if a.budget_s is not None else DEFAULT_TRAIN_S
     return short_run(config, mesh, data, views, train_s, a.warmup, a.grid, a.out,
                      deadline=None if a.budget_s is None else start + a.budget_s)

@@ -4,8 +4,8 @@
 # flax, optax and scipy but no ml_collections, and nothing can be downloaded there).
 # What it measures lands in $OUT: gpu_figures.json (rewritten after each part),
 # gpu_run_grid.png, env.txt and the log.
-#   GPU_PARTS     benchmarks.gpu_figures' parts (default: run, the one session 26's lease
-#                 had no time left for; flops,peaks,train,sampler,run for all of them)
+#   GPU_PARTS     benchmarks.gpu_figures' parts (default: run, the one not yet measured on
+#                 a GPU; flops,peaks,train,sampler,run for all of them)
 #   GPU_BUDGET_S  its seconds (default 500: the 256 px run trains for what its two
 #                 compiles, ~85-140 s each on an H200, leave of them)
 #   GPU_ARGS      more of its flags, e.g. "--scale test ..." for a trial on the CPU

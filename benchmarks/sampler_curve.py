@@ -26,9 +26,9 @@ if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
-from score_sde_knee import fast_sampling
 from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
+from score_sde_knee import methods
 from score_sde_knee.utils import progress
 from score_sde_knee import report
 from score_sde_knee import run_config
@@ -46,7 +46,7 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
   rows = []
   for workdir in workdirs:
     base = run_config.load(workdir)
-    conditions = evaluate.CONDITIONS if base.method == 'csm' else (base.condition,)
+    conditions = methods.get(base.method).conditions(base.condition)
     for condition in conditions:
       # `fast` names a string per method, `fast-air` per condition too; the rows and grid
       # show the string.
@@ -62,7 +62,7 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
       base.eval.condition = condition
       rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
                    'setting': f"pc:{ref['sampler']['N']} (reference)",
-                   'nfe': fast_sampling.nfe(base), 'seconds': None,
+                   'nfe': sampler_setting.nfe(base), 'seconds': None,
                    **{k: ref.get(f'{k}_mean') for k in KEYS}})
       for setting in resolved:
         config = sampler_setting.configure(base, setting)
@@ -71,7 +71,7 @@ def run(workdirs: list[str], settings: list[str], out: str, grid_images: int = 4
         got = evaluate.evaluate(config, workdir, step=step,
                                 out_dir=evaluate.sampler_dir(workdir, condition, setting, step))
         rows.append({'workdir': workdir, 'method': base.method, 'condition': condition,
-                     'setting': setting, 'nfe': fast_sampling.nfe(config),
+                     'setting': setting, 'nfe': sampler_setting.nfe(config),
                      'seconds': time.monotonic() - t,
                      **{k: got.get(f'{k}_mean') for k in KEYS}})
       if grid_images > 0:
@@ -165,8 +165,8 @@ def main() -> None:
   p.add_argument('--workdirs', nargs='+', required=True)
   p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
                  help='solver:n[:name=value,...], n = ode_steps for heun/dpm2 and N for '
-                 f'pc; names: {sorted(sampler_setting.OPTIONS)}; or "fast" / "fast-air", '
-                 "the setting for each run's method")
+                 f'pc; names: {sorted(sampler_setting.OPTIONS)}; or a preset '
+                 f"{sampler_setting.PRESETS}, the setting for each run's method")
   p.add_argument('--out', default='benchmarks/sampler_curve')
   p.add_argument('--grid_images', type=int, default=4,
                  help='test images in each samples_*.png (0: no picture)')

@@ -25,6 +25,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
+from score_sde_knee import methods
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
@@ -45,8 +46,6 @@ def _peak_device_bytes() -> int | None:
 
 def bench(method: str, scale: str, steps: int, batch: int | None) -> dict:
   config = default.get_config(scale, method=method)
-  if method == 'unet':
-    config.model.scale_by_sigma = False
   if batch:
     config.training.batch_size = batch
   mesh = parallel.make_mesh()
@@ -84,7 +83,7 @@ def bench(method: str, scale: str, steps: int, batch: int | None) -> dict:
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--configs', default='cpu', help='comma-separated scales: cpu,paper,test')
-  p.add_argument('--method', default='ctm', choices=default.METHODS)
+  p.add_argument('--method', default='ctm', choices=methods.NAMES)
   p.add_argument('--steps', type=int, default=3, help='timed steps after one warm-up')
   p.add_argument('--batch', type=int, default=0, help='global batch (0 = the config\'s)')
   args = p.parse_args(argv)

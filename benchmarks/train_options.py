@@ -4,15 +4,15 @@
 
 Variants of the loop `train.train_and_evaluate` runs, on synthetic batches made on the host
 each step (as the input pipeline hands them over):
-  sync        one update per call and the metrics fetched every step (the loop before
-              issue 6: a host sync per step for the NaN check)
+  sync        one update per call and the metrics fetched every step (the earlier loop:
+              a host sync per step for the NaN check)
   baseline    the same without the per-step fetch (the loop now: metrics are fetched at
               log / eval / checkpoint steps only)
   no_donate   baseline without donating the state's buffers to the step
   scan4       config.training.steps_per_call = 4 (4 updates per call, lax.scan unrolled)
   bf16        config.training.compute_dtype = 'bfloat16' (float32 parameters)
 --profile adds where one update's time goes (forward, backward, optimiser, host batch)
-with XLA's FLOP counts and the measured matmul peaks (benchmarks/NOTES.md).
+with XLA's FLOP counts and the measured matmul peaks (benchmarks/README.md).
 Each variant: compile, one warm-up call, then --repeats timings of --steps updates; the
 median seconds per update, and the ratio to `sync`. Peak memory of no_donate vs baseline
 is reported where the backend gives it (GPU); on the CPU XLA reports none.
@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks import train as train_bench  # pylint: disable=g-import-not-at-top
 from configs import default
+from score_sde_knee import methods
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
 from score_sde_knee import train_state as ts
@@ -158,7 +159,7 @@ def profile(scale: str, method: str, repeats: int, batch: int | None) -> dict:
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--scale', default='cpu', choices=default.SCALES)
-  p.add_argument('--method', default='ctm', choices=default.METHODS)
+  p.add_argument('--method', default='ctm', choices=methods.NAMES)
   p.add_argument('--steps', type=int, default=12, help='updates per timing (multiple of 4)')
   p.add_argument('--repeats', type=int, default=3)
   p.add_argument('--batch', type=int, default=0, help="global batch (0 = the config's)")

@@ -36,8 +36,10 @@ import numpy as np
 from benchmarks import train as bench_train  # pylint: disable=g-import-not-at-top
 from benchmarks.drr_peers import time_calls
 from configs import default
+from score_sde_knee import methods
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
+from score_sde_knee import sampler_setting
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
 from score_sde_knee.utils import xla_cpu
@@ -85,14 +87,16 @@ def bench_ours(config, what: list[str], repeats: int, batch: dict) -> dict:
   out = {'device': str(jax.devices()[0].device_kind), 'backend': jax.default_backend(),
          'num_params': model_utils.count_params(state.params)}
   if 'pc' in what:  # First: the train step below donates (deletes) these parameters.
-    score_fn = model_utils.get_score_fn(model, sde, 'ctm')
+    score_fn = model_utils.get_score_fn(model, sde, methods.CTM,
+                                        scale_by_sigma=bool(config.model.scale_by_sigma))
     p = config.sampling
+    one_step = sampler_setting.SamplerSettings(
+        n_steps=1, eps=float(p.eps), snr=float(p.snr), n_steps_each=1,
+        order='corrector_first', per_sample_step=bool(p.per_sample_step))
 
     def pc_step(params, x, cond, rng):
-      return sampling.pc_sample(
-          lambda x, t, c: score_fn(params, x, t, c), sde, x, cond, rng, t_start=PC_T,
-          eps=float(p.eps), n_steps=1, snr=float(p.snr), n_corrector=1,
-          order='corrector_first', per_sample_step=bool(p.per_sample_step))
+      return sampling.pc_sample(lambda x, t, c: score_fn(params, x, t, c), sde, x, cond, rng,
+                                one_step, t_start=PC_T)
 
     x = jax.numpy.asarray(_sigma(config, PC_T) * batch['noise'])
     cond, key = jax.numpy.asarray(batch['cond']), jax.random.PRNGKey(0)
@@ -253,7 +257,7 @@ def main(argv=None) -> None:
   result = {
       'benchmark': 'train_peers', 'scale': args.scale,
       'image_size': config.data.image_size, 'batch_size': config.training.batch_size,
-      'in_channels': model_utils.input_channels('ctm'), 'out_channels': 1,
+      'in_channels': methods.CTM.input_channels, 'out_channels': 1,
       'nf': m.nf, 'ch_mult': list(m.ch_mult), 'num_res_blocks': m.num_res_blocks,
       'attn_resolutions': list(m.attn_resolutions), 'repeats': args.repeats,
       'num_params': {'ours': ours['num_params'], 'diffusers': peer['num_params'],

@@ -23,6 +23,7 @@ if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # pylint: disable=g-import-not-at-top
+from score_sde_knee import methods
 from score_sde_knee.utils import xla_cpu
 
 VARIANTS = {'default': '', 'fast_conv': xla_cpu.FAST_CONV_FLAG}
@@ -45,7 +46,9 @@ def child(scale: str, method: str, steps: int, repeats: int) -> dict:
   model = model_utils.create_model(config)
   state = ts.init_train_state(config, model, mesh)
   batch = train_bench._batch(config, np.random.default_rng(0))
-  x = np.concatenate([batch['image'], batch['cond']], -1) if method == 'ctm' else batch['image']
+  # The network's input as the score function builds it (ctm: the condition appended).
+  x = (np.concatenate([batch['image'], batch['cond']], -1) if methods.get(method).cond_input
+       else batch['image'])
   sigma = np.full((x.shape[0],), 1.0, np.float32)
   forward = jax.jit(lambda p, x, s: model.apply({'params': p}, x, s))
   jax.block_until_ready(forward(state.ema_params, x, sigma))
@@ -74,7 +77,7 @@ def run_child(variant: str, a: argparse.Namespace) -> dict:
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--scale', default='cpu', choices=default.SCALES)
-  p.add_argument('--method', default='ctm', choices=default.METHODS)
+  p.add_argument('--method', default='ctm', choices=methods.NAMES)
   p.add_argument('--rounds', type=int, default=2, help='child processes per variant')
   p.add_argument('--steps', type=int, default=6, help='updates per timing')
   p.add_argument('--repeats', type=int, default=3)

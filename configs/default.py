@@ -8,7 +8,7 @@ test), e.g. `--config=configs/ctm.py:contour_bone,cpu`. No argument = paper, con
 """
 import ml_collections
 
-METHODS = ('csm', 'ctm', 'unet')
+# The segmentations a model may follow (score_sde_knee/methods.py reads them from here).
 CONDITIONS = ('contour', 'contour_bone')
 SCALES = ('paper', 'cpu', 'test')
 
@@ -16,7 +16,7 @@ SCALES = ('paper', 'cpu', 'test')
 def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.ConfigDict:
   condition, scale = parse_arg(arg)
   c = ml_collections.ConfigDict()
-  c.method = method            # csm | ctm | unet: which model, loss and sampler.
+  c.method = method            # unet | csm | ctm: model, loss, sampler (methods.py).
   c.condition = condition      # contour | contour_bone: the segmentation the model follows.
   c.scale = scale              # paper | cpu | test: recorded for the logs and the report.
   c.seed = 42                  # Parameters, data order and the training RNG stream.

@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from score_sde_knee import methods
 from score_sde_knee import run_config
 
 CONFIG_FILE = run_config.CONFIG_FILE
@@ -121,8 +122,8 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> No
                          'config.') from None
     current = json.loads(config.to_json())
     for key in _MUST_MATCH:
-      if key == 'condition' and config.method == 'csm':
-        continue  # CSM's model is unconditional: one run serves both conditions.
+      if key == 'condition' and not methods.get(config.method).cond_input:
+        continue  # The network never sees the segmentation: one run serves every condition.
       diffs = _differences(key, _get(saved, key), _get(current, key))
       if diffs:
         field, was, now = diffs[0]

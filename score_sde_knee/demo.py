@@ -5,9 +5,9 @@
 1. builds knee_drr/phantom_64 (once; cached in the TFDS data dir),
 2. trains a CTM on contour_bone with the `cpu` preset for 350 steps instead of its 2000,
 3. samples the cpu preset's labelled subset of the test split (every 6th view of each
-   test patient, 30 images) with the 49-evaluation predictor-corrector setting of
-   benchmarks/RESULTS.md (17 levels, ancestral predictor, two preconditioned momentum
-   Langevin steps per level) instead of the paper's N = 500 (999 evaluations),
+   test patient, 30 images) with the `fast` sampler preset (sampler_setting.py: 49
+   evaluations, 17 levels, ancestral predictor, two preconditioned momentum Langevin
+   steps per level) instead of the paper's N = 500 (999 evaluations),
 4. prints a Table I-style row and writes report/table.md and report/fig3.png.
 
 On the 700-step model of earlier demos the 49-evaluation setting scored 0.4 dB above PC
@@ -24,29 +24,25 @@ import ml_collections
 
 from score_sde_knee.utils import progress
 from score_sde_knee import run_config
+from score_sde_knee import sampler_setting
 
 # What the demo changes on top of configs/ctm.py:contour_bone,cpu (documented in README).
 DEMO_OVERRIDES = {
     'training.num_train_steps': 350,   # ~7 min at 1.2 s per step on a 2-core Xeon @ 2 GHz
     'training.sample_every': 0,        # the demo's figure comes from the eval instead
     'training.eval_every': 350,        # one validation pass, at the end
-    'sampling.method': 'pc',
-    'sde.num_scales': 17,              # 17 predictor + 16 x 2 corrector steps = 49 NFE
-    'sampling.predictor': 'ancestral',
-    'sampling.n_steps_each': 2,
-    'sampling.snr': 0.5,
-    'sampling.precond': 2.5,
-    'sampling.precond_width': 4.0,
-    'sampling.t_jump': 0.65,
-    'sampling.momentum': 0.8,
     'eval.view_stride': 6,             # 30 test images: the Table I subset
     'eval.batch_size': 16,
 }
+# And it samples with this preset of sampler_setting.py (49 network evaluations).
+DEMO_SAMPLER = 'fast'
 
 
 def demo_config(data_dir: str | None = None) -> ml_collections.ConfigDict:
   from configs import ctm
   config = ctm.get_config('contour_bone,cpu')
+  config = sampler_setting.configure(
+      config, sampler_setting.preset(DEMO_SAMPLER, config.method, config.condition))
   for key, value in DEMO_OVERRIDES.items():
     section, field = key.split('.')
     config[section][field] = value
@@ -59,7 +55,6 @@ def run_demo(workdir: str, data_dir: str | None = None,
              config: ml_collections.ConfigDict | None = None) -> dict:
   from datasets.knee_drr import build
   from score_sde_knee import evaluate
-  from score_sde_knee import fast_sampling
   from score_sde_knee import report
   from score_sde_knee import train
 
@@ -76,7 +71,7 @@ def run_demo(workdir: str, data_dir: str | None = None,
   images = (f'{config.eval.num_images} test images' if config.eval.num_images else
             f'every {config.eval.view_stride}th test view')
   stage(3, f'sample {images} ({config.sampling.method}, N = {config.sde.num_scales}, '
-           f'{fast_sampling.nfe(config)} network evaluations per image)')
+           f'{sampler_setting.nfe(config)} network evaluations per image)')
   metrics = evaluate.evaluate(config, workdir)
   stage(4, 'report')
   paths = report.write_report([workdir], os.path.join(workdir, 'report'), num_images=4,

@@ -42,6 +42,7 @@ import numpy as np
 from score_sde_knee import checkpointing
 from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
+from score_sde_knee import methods
 from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
@@ -52,7 +53,6 @@ from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
 
 Params = Any
-CONDITIONS = ('contour', 'contour_bone')
 EVAL_DIR = 'eval'
 SAMPLERS_DIR = 'eval_samplers'  # --sampler's and the sampler benchmarks' evaluations
 _EVAL_STREAM = 3  # fold_in tag: keeps eval noise apart from training (0-2) streams.
@@ -68,10 +68,10 @@ def eval_condition(config: ml_collections.ConfigDict) -> str:
   asked for a condition other than the one it was trained on.
   """
   condition = config.eval.condition or config.condition
-  if condition not in CONDITIONS:
-    raise ValueError(f'config.eval.condition must be one of {CONDITIONS} (or empty for the '
-                     f'training condition), got {condition!r}')
-  if config.method != 'csm' and condition != config.condition:
+  if condition not in methods.CONDITIONS:
+    raise ValueError(f'config.eval.condition must be one of {methods.CONDITIONS} (or empty '
+                     f'for the training condition), got {condition!r}')
+  if condition not in methods.get(config.method).conditions(config.condition):
     raise ValueError(
         f'The {config.method} model was trained on condition={config.condition!r} and '
         f'cannot be evaluated on {condition!r}; only csm (unconditional) can.')
@@ -138,12 +138,14 @@ def make_sample_fn(config: ml_collections.ConfigDict,
   U-Net's input.
   """
   model = model_utils.create_model(config) if model is None else model
-  if config.method == 'unet':
+  method = methods.get(config.method)
+  if method.sampling == 'forward':
     predict = model_utils.get_predict_fn(model)
     return lambda params, cond, rng: sampling.get_sampler(
         config, predict_fn=lambda c: predict(params, c))(cond, rng)
   sde = ts.make_sde(config)
-  score = model_utils.get_score_fn(model, sde, config.method)
+  score = model_utils.get_score_fn(model, sde, method,
+                                   scale_by_sigma=bool(config.model.scale_by_sigma))
   return lambda params, cond, rng: sampling.get_sampler(
       config, score_fn=lambda x, t, c: score(params, x, t, c), sde=sde)(cond, rng)
 
@@ -159,7 +161,8 @@ def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   config.sampling (every field, so other solvers' settings are recorded too), N =
   config.sde.num_scales, the seed, and t0 = the start time actually used (1 for ctm).
   """
-  if config.method == 'unet':
+  sampling_kind = methods.get(config.method).sampling
+  if sampling_kind == 'forward':
     return {'method': 'forward', 'N': None, 'snr': None, 'order': None,
             'per_sample_step': None, 't0': None, 'eps': None, 'seed': int(config.seed)}
   settings = {**config.sampling.to_dict(), 'N': int(config.sde.num_scales),
@@ -168,7 +171,7 @@ def sampler_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   for field, no_op in _UNRECORDED_AT.items():
     if settings.get(field) == no_op:
       del settings[field]
-  if config.method == 'ctm':
+  if sampling_kind == 'conditional':  # from pure noise: config.sampling.t0 is SDEdit's
     settings['t0'] = 1.0
   return json.loads(json.dumps(settings))  # plain JSON types (tuples -> lists)
 
@@ -211,7 +214,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       compare samplers on one checkpoint without replacing the run's own evaluation).
     step: the checkpoint to evaluate (default: the newest); results then go to
       workdir/eval/step_<step>/<condition> unless out_dir says otherwise.
-    sampler: 'fast' or a setting `solver:n[:name=value,...]` (sampler_setting.py) to
+    sampler: a preset (paper, fast, fast-air) or a setting `solver:n[:name=value,...]` to
       sample with instead of the config's; results then go to sampler_dir(...) unless
       out_dir says otherwise, so the run's own evaluation is never replaced.
   Returns:

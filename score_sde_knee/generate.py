@@ -20,7 +20,7 @@ config.data.image_size. Options:
   sampler='fast'          the 49-evaluation sampler of benchmarks/RESULTS.md instead of
   (--sampler=fast)        the config's (PC N = 500: 999), 'fast-air' the same with the
                           air outside the mask held but for a 1-2 px ring per condition
-                          (CSM's best), or any setting such as pc:100
+                          (CSM's best), 'paper' (PC N = 500), or any setting such as pc:100
                           (score_sde_knee/sampler_setting.py).
 Outputs in `out`, for mask <name> (its file stem, or test_<index>) and sample k:
   <name>_s<k>.png   16-bit grayscale PNG, round(x * 65535)
@@ -55,6 +55,7 @@ import numpy as np
 from score_sde_knee import evaluate
 from score_sde_knee.utils import files
 from score_sde_knee import input_pipeline
+from score_sde_knee import methods
 from score_sde_knee import parallel
 from score_sde_knee.utils import progress
 from score_sde_knee import report
@@ -147,7 +148,7 @@ def prepare_mask(mask: np.ndarray, source: str, *, size: int, labels: tuple[floa
 
 def model_labels(config: ml_collections.ConfigDict) -> tuple[float, ...]:
   """Labels a mask may hold: a contour model knows no bone; csm starts from any mask."""
-  if config.method != 'csm' and config.condition == 'contour':
+  if 'contour_bone' not in methods.get(config.method).conditions(config.condition):
     return (0.0, 0.5)
   return (0.0, 0.5, 1.0)
 
@@ -193,7 +194,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out
   """Samples num_samples radiographs per mask into `out`; returns the manifest.
 
   tfds_dir: if given, the outputs are then exported there (`export_tfds`).
-  sampler: 'fast' or a setting `solver:n[:name=value,...]` (sampler_setting.py) instead
+  sampler: a preset (paper, fast, fast-air) or a setting `solver:n[:name=value,...]` instead
     of the config's sampler; the manifest records it, so `out` holds one sampler's images.
   """
   if not masks or not out:
@@ -207,7 +208,8 @@ def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out
     raise ValueError(
         f'--export_tfds needs contour_bone masks, but this {config.method} model uses '
         f'{condition!r} (a contour mask says nothing of the bone). Use a contour_bone '
-        'model' + (', or --condition=contour_bone' if config.method == 'csm' else '') + '.')
+        'model' + ('' if methods.get(config.method).cond_input
+                   else ', or --condition=contour_bone') + '.')
   batch_size = int(config.eval.batch_size)
   if batch_size <= 0 or batch_size % jax.device_count():
     raise ValueError(f'config.eval.batch_size={batch_size} must be a positive multiple of '

@@ -186,7 +186,7 @@ def _options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
   # No autotuning thread: deleting an iterator waits for it, and in about half the CPU
-  # demos of sessions 17-18 that wait left the process idle for ~50 s after training
+  # demos on an AMD EPYC host that wait left the process idle for ~50 s after training
   # (gdb: ~RootDataset::Iterator blocked on the thread in Model::OptimizeLoop). The
   # pipeline is not what limits speed (~1000 batches/s either way against ~1.5 training
   # steps/s; benchmarks/RESULTS.md).

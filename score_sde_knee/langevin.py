@@ -35,6 +35,12 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+def normal_like(key: Array, x: Array, shape: tuple[int, ...] | None = None) -> Array:
+  """N(0, 1) noise with x's dtype and sharding (so each device draws only its shard)."""
+  shape = x.shape if shape is None else shape
+  return jax.random.normal(key, shape, x.dtype, out_sharding=jax.typeof(x).sharding)
+
+
 def lowpass_gain(shape_hw: tuple[int, int], width: float) -> Array:
   """G on the rfft2 grid, shape (H, W // 2 + 1, 1): the transfer function of a Gaussian
   blur of std `width` pixels, exp(-2 pi^2 width^2 |f|^2), f in cycles per pixel."""

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from score_sde_knee import methods
 from score_sde_knee import model_utils
 from score_sde_knee import ncsnpp
 from score_sde_knee import sde as sde_lib
@@ -44,15 +45,15 @@ def _check_batch(batch: Batch, keys: tuple[str, ...]) -> None:
 
 def get_loss_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE,
                 config: ml_collections.ConfigDict) -> LossFn:
-  """loss_fn(params, batch, rng, train) -> (mean loss, aux) for config.method.
+  """loss_fn(params, batch, rng, train) -> (mean loss, aux): the method's loss (methods.py).
 
   batch: {'image': (B, H, W, 1) in [0, 1], 'cond': (B, H, W, 1) in {0, 0.5, 1}}.
   aux: {'per_example_loss': (B,)}, plus {'t': (B,)} for the score methods.
   rng: one key per step; split here for t, noise and dropout (dropout only when train).
   """
-  method = config.method
+  method = methods.get(config.method)
   dtype = config.training.compute_dtype
-  if method == 'unet':
+  if method.loss == 'l1':
     predict_fn = model_utils.get_predict_fn(model, dtype)
 
     def l1_loss_fn(params, batch: Batch, rng: Array, train: bool):
@@ -63,13 +64,14 @@ def get_loss_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE,
 
     return l1_loss_fn
 
-  score_fn = model_utils.get_score_fn(model, sde, method, dtype)
+  score_fn = model_utils.get_score_fn(model, sde, method, dtype,
+                                      scale_by_sigma=bool(config.model.scale_by_sigma))
   eps = float(config.training.eps)
   if not 0 < eps < sde.T:
     raise ValueError(f'config.training.eps must be in (0, {sde.T}), got {eps}')
 
   def dsm_loss_fn(params, batch: Batch, rng: Array, train: bool):
-    _check_batch(batch, ('image', 'cond') if method == 'ctm' else ('image',))
+    _check_batch(batch, ('image', 'cond') if method.cond_input else ('image',))
     x0 = batch['image']
     rng_noise, rng_dropout = jax.random.split(rng)
     t, z = sample_t_and_noise(rng_noise, x0, eps, sde.T)

@@ -1,9 +1,10 @@
-"""The one dispatch point from a config to a model, its parameters and its score function.
+"""From a config to a network, its parameters, and the score or prediction it gives.
 
-Methods (config.method):
-  csm  : unconditional score s(x_t, sigma); input = noisy image (1 channel).
-  ctm  : conditional score s(x_t, y, sigma); input = noisy image and segmentation (2 channels).
-  unet : U-Net baseline without noise input; input = segmentation, output = image.
+The network (ncsnpp.NCSNpp) knows no method: it maps its input channels, and sigma when it
+is noise-conditioned, to one image channel. The method's record (methods.py) says what the
+input holds; `get_score_fn` wraps the network into a score as EDM's preconditioning wraps
+its backbone: sigma = sde.sigma(t), the segmentation appended as a channel for CTM, and the
+output divided by sigma (config.model.scale_by_sigma, the VE score parametrisation).
 """
 from collections.abc import Callable
 from typing import Any
@@ -12,33 +13,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from score_sde_knee import methods
 from score_sde_knee import ncsnpp
 from score_sde_knee import sde as sde_lib
 
 Array = jax.Array
 Params = Any
 
-METHODS = ('csm', 'ctm', 'unet')
-_IMAGE_CHANNELS = 1
 _CPU_FAST_COMPILE = {'xla_backend_optimization_level': 0}
 
 
-def _check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ValueError(f'config.method must be one of {METHODS}, got {method!r}')
-
-
-def input_channels(method: str) -> int:
-  """Channels the network sees: the image, plus the segmentation for CTM."""
-  _check_method(method)
-  return 2 * _IMAGE_CHANNELS if method == 'ctm' else _IMAGE_CHANNELS
-
-
 def create_model(config: ml_collections.ConfigDict) -> ncsnpp.NCSNpp:
-  """NCSNpp built from config.model and config.method (typed fields only)."""
-  _check_method(config.method)
+  """NCSNpp built from config.model and the method's record (typed fields only)."""
+  method = methods.get(config.method)
   m = config.model
-  is_unet = config.method == 'unet'
   return ncsnpp.NCSNpp(
       nf=int(m.nf),
       ch_mult=tuple(int(c) for c in m.ch_mult),
@@ -53,9 +41,8 @@ def create_model(config: ml_collections.ConfigDict) -> ncsnpp.NCSNpp:
       progressive_combine=str(m.progressive_combine),
       init_scale=float(m.init_scale),
       fourier_scale=float(m.fourier_scale),
-      out_channels=_IMAGE_CHANNELS,
-      noise_conditional=not is_unet,
-      scale_by_sigma=False if is_unet else bool(m.scale_by_sigma),
+      out_channels=methods.IMAGE_CHANNELS,
+      noise_conditioned=method.noise_conditioned,
   )
 
 
@@ -68,7 +55,8 @@ def init_params(model: ncsnpp.NCSNpp, rng: Array,
   jitted so that XLA drops the forward pass that init traces.
   """
   size = int(config.data.image_size)
-  x = jnp.zeros((1, size, size, input_channels(config.method)), jnp.float32)
+  channels = methods.get(config.method).input_channels
+  x = jnp.zeros((1, size, size, channels), jnp.float32)
   sigma = jnp.ones((1,), jnp.float32)
 
   def init(key):
@@ -85,12 +73,16 @@ def init_params(model: ncsnpp.NCSNpp, rng: Array,
 
 
 def _apply(model: ncsnpp.NCSNpp, params: Params, x: Array, sigma: Array | None, train: bool,
-           rng: Array | None, compute_dtype: str = 'float32') -> Array:
+           rng: Array | None, compute_dtype: str = 'float32',
+           divide_by_sigma: bool = False) -> Array:
   rngs = {'dropout': rng} if rng is not None else {}
-  if compute_dtype == 'float32':
-    return model.apply({'params': params}, x, sigma, train=train, rngs=rngs)
-  out = model.apply({'params': cast_params(params, compute_dtype)}, x.astype(compute_dtype),
-                    sigma, train=train, rngs=rngs)
+  if compute_dtype != 'float32':
+    params, x = cast_params(params, compute_dtype), x.astype(compute_dtype)
+  out = model.apply({'params': params}, x, sigma, train=train, rngs=rngs)
+  if divide_by_sigma:
+    # Before the cast back: with a weakly typed sigma (t from Python floats) the division
+    # is done in the compute dtype, which the bfloat16 runs made so far reproduce bit for bit.
+    out = out / sigma[:, None, None, None]
   return out.astype(jnp.float32)
 
 
@@ -104,27 +96,30 @@ def cast_params(params: Params, dtype: str) -> Params:
   return jax.tree.map_with_path(cast, params)
 
 
-def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str,
-                 compute_dtype: str = 'float32') -> Callable[..., Array]:
+def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: methods.Method,
+                 compute_dtype: str = 'float32', *,
+                 scale_by_sigma: bool = True) -> Callable[..., Array]:
   """score_fn(params, x, t, cond, *, train=False, rng=None) -> score, all (B, H, W, 1).
 
   t: (B,) times in (0, 1]; sigma = sde.sigma(t) is what the network sees. cond: the
-  segmentation (B, H, W, 1) in data space; CSM ignores it (may be None), CTM concatenates it
-  to x along channels. rng: dropout key, needed only when train=True and dropout > 0.
-  compute_dtype: 'float32', or 'bfloat16' for mixed precision (float32 in and out).
+  segmentation (B, H, W, 1) in data space; appended to x along channels when
+  method.cond_input (CTM), ignored otherwise (CSM; may be None). rng: dropout key, needed
+  only when train=True and dropout > 0. compute_dtype: 'float32', or 'bfloat16' for mixed
+  precision (float32 in and out). scale_by_sigma: the score is the network's output
+  divided by sigma (config.model.scale_by_sigma), else the output itself.
   """
-  _check_method(method)
-  if method == 'unet':
-    raise ValueError("get_score_fn: method 'unet' has no score; use get_predict_fn")
+  if not method.noise_conditioned:
+    raise ValueError(f'get_score_fn: method {method.name!r} has no score (its network sees '
+                     'no noise); use get_predict_fn')
 
   def score_fn(params: Params, x: Array, t: Array, cond: Array | None, *,
                train: bool = False, rng: Array | None = None) -> Array:
     sigma = sde.sigma(t)
-    if method == 'ctm':
+    if method.cond_input:
       if cond is None:
-        raise ValueError("score_fn: method 'ctm' needs cond (B, H, W, 1), got None")
+        raise ValueError(f'score_fn: method {method.name!r} needs cond (B, H, W, 1), got None')
       x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
-    return _apply(model, params, x, sigma, train, rng, compute_dtype)
+    return _apply(model, params, x, sigma, train, rng, compute_dtype, scale_by_sigma)
 
   return score_fn
 
@@ -132,8 +127,9 @@ def get_score_fn(model: ncsnpp.NCSNpp, sde: sde_lib.VESDE, method: str,
 def get_predict_fn(model: ncsnpp.NCSNpp,
                    compute_dtype: str = 'float32') -> Callable[..., Array]:
   """predict_fn(params, cond, *, train=False, rng=None) -> image (B, H, W, 1), unclipped."""
-  if model.noise_conditional:
-    raise ValueError('get_predict_fn needs the U-Net model (noise_conditional=False)')
+  if model.noise_conditioned:
+    raise ValueError('get_predict_fn needs a network without noise input '
+                     '(noise_conditioned=False, the U-Net)')
 
   def predict_fn(params: Params, cond: Array, *, train: bool = False,
                  rng: Array | None = None) -> Array:

@@ -2,8 +2,10 @@
 
 Only the variant used by the paper's 256 px configuration is built: BigGAN residual blocks
 with FIR resampling, progressive='output_skip' (or 'none'), progressive_input='input_skip'
-(or 'none'), Gaussian Fourier embedding of log(sigma). With noise_conditional=False the same
-backbone, without any noise input, is the paper's U-Net baseline.
+(or 'none'), Gaussian Fourier embedding of log(sigma). With noise_conditioned=False the same
+backbone, without any noise input, is the paper's U-Net baseline. The network knows no
+method: what its input channels hold and how its output becomes a score (divided by sigma)
+is model_utils.get_score_fn's business, as EDM's preconditioning wraps its backbone.
 """
 import flax.linen as nn
 import jax
@@ -20,7 +22,7 @@ _COMBINE = ('sum', 'cat')
 
 
 class NCSNpp(nn.Module):
-  """Score network s(x, sigma) (or, with noise_conditional=False, a plain U-Net).
+  """Network F(x, sigma) (or, with noise_conditioned=False, a plain U-Net F(x)).
 
   Attributes:
     nf: base channel count; level i has nf * ch_mult[i] channels.
@@ -38,8 +40,7 @@ class NCSNpp(nn.Module):
       convs; 0 means ~0 (1e-10 variance scaling) so the network starts near zero.
     fourier_scale: std of the fixed Fourier-feature frequencies W.
     out_channels: channels of the output (the image's, 1), whatever the input has.
-    noise_conditional: embed log(sigma); False = U-Net baseline (sigma unused).
-    scale_by_sigma: divide the output by sigma (VE score parametrisation).
+    noise_conditioned: embed log(sigma); False = U-Net baseline (sigma unused).
   """
   nf: int = 64
   ch_mult: tuple[int, ...] = (1, 2, 2, 2, 2, 4)
@@ -55,8 +56,7 @@ class NCSNpp(nn.Module):
   init_scale: float = 0.0
   fourier_scale: float = 16.0
   out_channels: int = 1
-  noise_conditional: bool = True
-  scale_by_sigma: bool = True
+  noise_conditioned: bool = True
 
   def _check(self, x: Array, sigma: Array | None) -> None:
     for field, value, allowed in (('resblock_type', self.resblock_type, _RESBLOCK_TYPES),
@@ -66,8 +66,6 @@ class NCSNpp(nn.Module):
                                   ('progressive_combine', self.progressive_combine, _COMBINE)):
       if value not in allowed:
         raise ValueError(f'NCSNpp.{field} must be one of {allowed}, got {value!r}')
-    if self.scale_by_sigma and not self.noise_conditional:
-      raise ValueError('NCSNpp: scale_by_sigma=True needs noise_conditional=True')
     if x.ndim != 4:
       raise ValueError(f'NCSNpp: x must be (B, H, W, C), got shape {x.shape}')
     stride = 2 ** (len(self.ch_mult) - 1)
@@ -75,7 +73,7 @@ class NCSNpp(nn.Module):
       raise ValueError(
           f'NCSNpp: H and W must be divisible by 2^(len(ch_mult)-1) = {stride} for '
           f'ch_mult={self.ch_mult}, got x of shape {x.shape}')
-    if self.noise_conditional and (sigma is None or sigma.shape != (x.shape[0],)):
+    if self.noise_conditioned and (sigma is None or sigma.shape != (x.shape[0],)):
       raise ValueError(
           f'NCSNpp: sigma must have shape (B,) = ({x.shape[0]},), got '
           f'{None if sigma is None else sigma.shape}')
@@ -87,12 +85,12 @@ class NCSNpp(nn.Module):
     Args:
       x: (B, H, W, C_in) float32 in data space [0, 1] (noisy image, with condition channels
         already concatenated by the caller for CTM).
-      sigma: (B,) noise standard deviations; ignored (may be None) if not noise_conditional.
+      sigma: (B,) noise standard deviations; ignored (may be None) if not noise_conditioned.
       train: enables dropout (needs a 'dropout' rng when dropout > 0).
 
     Returns:
-      (B, H, W, out_channels): the score (scale_by_sigma: already divided by sigma), or the
-      predicted image for the U-Net baseline.
+      (B, H, W, out_channels): sigma times the score of a VE score model (the caller
+      divides by sigma), or the predicted image for the U-Net baseline.
     """
     self._check(x, sigma)
     num_levels = len(self.ch_mult)
@@ -103,7 +101,7 @@ class NCSNpp(nn.Module):
                                     init_scale=self.init_scale)
     combine = lambda: layers.Combine(method=self.progressive_combine)
 
-    if self.noise_conditional:
+    if self.noise_conditioned:
       # score_sde embeds log(sigma) for the VE SDE: frequencies W ~ N(0, 16^2) resolve the
       # ~9.5 units of log(sigma_max / sigma_min) finely.
       # In float32 whatever the compute dtype (see model_utils.cast_params), then cast.
@@ -161,7 +159,4 @@ class NCSNpp(nn.Module):
     else:
       h = layers.conv3x3(nn.silu(layers.group_norm(h)), self.out_channels,
                          init_scale=self.init_scale)
-
-    if self.scale_by_sigma:
-      h = h / sigma[:, None, None, None]
     return h

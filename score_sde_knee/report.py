@@ -5,7 +5,7 @@
 
 Reads every workdir/eval/<condition>/metrics.json (written by `--mode=eval`; a CSM
 workdir may hold both conditions) and writes
-  out/table.md   rows U-Net, CSM, CTM, each followed by the paper's figures (DESIGN 6);
+  out/table.md   rows U-Net, CSM, CTM, each followed by the paper's figures (PAPER);
                  columns MAE and PSNR (mean ± std) for the contour and the contour+bone
                  condition, and n. A method/condition not evaluated is a blank cell (—),
                  listed under the table.
@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 
 from score_sde_knee.utils import files
+from score_sde_knee import methods
 from score_sde_knee import run_config
 
-METHODS = ('unet', 'csm', 'ctm')
-CONDITIONS = ('contour', 'contour_bone')
-NAMES = {'unet': 'U-Net', 'csm': 'CSM', 'ctm': 'CTM',
+NAMES = {**{m.name: m.label for m in methods.ALL},
          'contour': 'contour', 'contour_bone': 'contour+bone'}
 # Mei et al., Table I (real data, 256 px, 330 test images), as printed: MAE, PSNR dB.
 PAPER = {
@@ -59,13 +58,14 @@ def collect(workdirs: list[str], sampler: str | None = None) -> Results:
   for wd in workdirs:
     folders, flag = [os.path.join(wd, 'eval', '*')], ''
     method = run_config.load(wd).method if sampler else None
-    if method in ('ctm', 'csm'):  # a U-Net has no sampler: its own result stands
+    # A U-Net (one forward pass) has no sampler: its own result stands.
+    if method and methods.get(method).sampling != 'forward':
       # evaluate (and with it JAX) only here, where its folder layout is needed.
       from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
       from score_sde_knee import sampler_setting  # pylint: disable=g-import-not-at-top
       # Per condition: `fast-air` names another setting, so another folder, for each.
       folders = [evaluate.sampler_dir(wd, c, sampler_setting.resolve(method, sampler, c))
-                 for c in evaluate.CONDITIONS]
+                 for c in methods.CONDITIONS]
       flag = f' --sampler={sampler}'
     paths = sorted(p for f in folders for p in glob.glob(os.path.join(f, 'metrics.json')))
     if not paths:
@@ -106,13 +106,13 @@ def _cell(m: dict[str, Any] | None, key: str, fmt: str) -> str:
 def table_rows(results: Results) -> tuple[list[str], list[list[str]]]:
   """Header and rows of Table I: each method, then the paper's figures for it."""
   header = ['method']
-  for c in CONDITIONS:
+  for c in methods.CONDITIONS:
     header += [f'{NAMES[c]} MAE', f'{NAMES[c]} PSNR (dB)']
   header.append('n (contour / contour+bone)')
   rows = []
-  for method in METHODS:
+  for method in methods.NAMES:
     row, paper, ns = [NAMES[method]], [f'{NAMES[method]} (paper)'], []
-    for c in CONDITIONS:
+    for c in methods.CONDITIONS:
       m = results.get((method, c))
       row += [_cell(m, 'mae', '.4f'), _cell(m, 'psnr', '.2f')]
       paper += list(PAPER[(method, c)])
@@ -137,14 +137,14 @@ def table_markdown(results: Results) -> str:
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
   lines += ['', 'Mean ± std over the test images (std with ddof=0). Paper rows: Mei et al. '
             'Table I, real CT data, 256 px, 330 test images.']
-  missing = [f'{NAMES[m]} {NAMES[c]}' for m in METHODS for c in CONDITIONS
+  missing = [f'{NAMES[m]} {NAMES[c]}' for m in methods.NAMES for c in methods.CONDITIONS
              if (m, c) not in results]
   if missing:
     lines.append(f'Not evaluated (blank cells {BLANK}): ' + ', '.join(missing) + '.')
   lines += ['', '| method | condition | workdir | checkpoint step | sampler | n |',
             '|---|---|---|---|---|---|']
   for (method, c), m in sorted(results.items(), key=lambda kv: (
-      METHODS.index(kv[0][0]), CONDITIONS.index(kv[0][1]))):
+      methods.NAMES.index(kv[0][0]), methods.CONDITIONS.index(kv[0][1]))):
     s = m.get('sampler', {})
     keys = _PC_KEYS if s.get('method') == 'pc' else ('method', 'ode_steps', 't0', 'seed')
     sampler = ', '.join(f'{k}={s[k]}' for k in keys
@@ -213,19 +213,19 @@ def save_fig3(results: Results, path: str, *, num_images: int = 3,
     config.data.data_dir = data_dir
   data = input_pipeline.load_split(config, any_m['split'], max(indices) + 1)
   samples = {key: _samples_by_index(m) for key, m in results.items()}
-  methods = [m for m in METHODS if any(key[0] == m for key in results)]
+  shown = [m for m in methods.NAMES if any(key[0] == m for key in results)]
   rows, titles = [], []
-  for c in CONDITIONS:
+  for c in methods.CONDITIONS:
     if not any(cond == c for _, cond in results):
       continue
     for i in indices:
       row = [data[c][i]]
-      row += [samples[(m, c)][i] if (m, c) in samples else None for m in methods]
+      row += [samples[(m, c)][i] if (m, c) in samples else None for m in shown]
       rows.append(row + [data['image'][i]])
       titles.append(f'{NAMES[c]}\n#{i} {data["patient_id"][i]}\n'
                     f'{float(data["angle_deg"][i]):.0f} deg')
   plots.save_grid(path, rows, row_titles=titles,
-                      col_titles=['condition'] + [NAMES[m] for m in methods] +
+                      col_titles=['condition'] + [NAMES[m] for m in shown] +
                       ['ground truth'])
   return indices
 

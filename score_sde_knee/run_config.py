@@ -5,6 +5,9 @@ import re
 
 import ml_collections
 
+from score_sde_knee import methods
+from score_sde_knee import sampler_setting
+
 CONFIG_FILE = 'config.json'
 
 # Fields added after runs were first saved, with the value that reproduces what those runs
@@ -97,14 +100,12 @@ def resolve(config, workdir: str | None, mode: str,
   return config
 
 
-# field -> allowed values: the choices the code dispatches on.
+# field -> allowed values: the choices the code dispatches on (the sampler's fields are
+# SamplerSettings').
 _CHOICES = {
-    'method': ('csm', 'ctm', 'unet'),
-    'condition': ('contour', 'contour_bone'),
-    'sampling.method': ('pc', 'heun', 'dpm2'),
-    'sampling.order': ('predictor_first', 'corrector_first'),
-    'sampling.predictor': ('reverse_diffusion', 'ancestral'),
-    'eval.condition': ('', 'contour', 'contour_bone'),
+    'method': methods.NAMES,
+    'condition': methods.CONDITIONS,
+    'eval.condition': ('',) + methods.CONDITIONS,
     'eval.split': ('train', 'validation', 'test'),
     'training.compute_dtype': ('float32', 'bfloat16'),
 }
@@ -119,18 +120,6 @@ _RANGES = {
     'training.batch_size': (1, None, True, True),
     'training.num_train_steps': (1, None, True, True),
     'optim.lr': (0.0, None, False, True),
-    'sampling.snr': (0.0, None, True, True),
-    'sampling.t0': (0.0, 1.0, False, True),
-    'sampling.t_jump': (0.0, 1.0, False, True),
-    'sampling.precond': (0.0, None, True, True),
-    'sampling.precond_width': (0.0, None, False, True),
-    'sampling.momentum': (0.0, 1.0, True, False),
-    'sampling.air_margin': (0, None, True, True),
-    'sampling.ode_steps': (2, None, True, True),
-    'sampling.rho': (0.0, None, False, True),
-    'sampling.s_churn': (0.0, None, True, True),
-    'sampling.s_noise': (0.0, None, True, True),
-    'sampling.s_tmin': (0.0, None, True, True),
     'eval.batch_size': (1, None, True, True),
     'eval.num_images': (0, None, True, True),
     'eval.view_stride': (1, None, True, True),
@@ -167,12 +156,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = f'>= {lo}' if closed else f'> {lo}'
       upper = '' if hi is None else f' and <= {hi}' if hi_closed else f' and < {hi}'
       raise ValueError(f'config.{field}={value!r}: expected a value {bound}{upper}.')
-  known_air = get('sampling.known_air')
-  if known_air is not None and not isinstance(known_air, bool):
-    raise ValueError(f'config.sampling.known_air={known_air!r}: expected True or False.')
-  if known_air and get('sampling.method') != 'pc':
-    raise ValueError(f'config.sampling.known_air=True needs config.sampling.method=pc, got '
-                     f'{get("sampling.method")!r}.')
+  if 'sampling' in config:
+    # The sampler's fields are checked where they are defined, once.
+    sampler_setting.SamplerSettings.check_config(config)
   if config.sde.sigma_max <= config.sde.sigma_min:
     raise ValueError(f'config.sde.sigma_max={config.sde.sigma_max!r} must exceed '
                      f'config.sde.sigma_min={config.sde.sigma_min!r}.')

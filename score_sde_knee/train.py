@@ -205,17 +205,10 @@ def _evaluate(eval_step, state: ts.TrainState, datasets: input_pipeline.Datasets
 
 def _make_sample_grid_fn(config: ml_collections.ConfigDict, model: Any, mesh):
   """jit((ema_params, cond, rng) -> samples), everything replicated (a few images)."""
-  from score_sde_knee import sampling  # pylint: disable=g-import-not-at-top
-  sde = ts.make_sde(config)
-  if config.method == 'unet':
-    predict = model_utils.get_predict_fn(model)
-    make = lambda p: sampling.get_sampler(config, predict_fn=lambda c: predict(p, c))
-  else:
-    score = model_utils.get_score_fn(model, sde, config.method)
-    make = lambda p: sampling.get_sampler(
-        config, score_fn=lambda x, t, c: score(p, x, t, c), sde=sde)
+  # Imported here: a run needs the samplers (and evaluate's metrics) only for a grid.
+  from score_sde_knee import evaluate  # pylint: disable=g-import-not-at-top
   rep = parallel.replicated(mesh)
-  return jax.jit(lambda params, cond, rng: make(params)(cond, rng),
+  return jax.jit(evaluate.make_sample_fn(config, model),
                  in_shardings=(rep, rep, rep), out_shardings=rep)
 
 

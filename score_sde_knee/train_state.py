@@ -147,7 +147,7 @@ def make_multi_train_step(config: ml_collections.ConfigDict, model: Any,
   (state, batches with leaves (k, B, ...)) -> (state, metrics with leaves (k,)). One
   dispatch and one program for k updates: on a GPU, small models stop waiting on the host.
   Unrolled: as a rolled while loop the same updates ran 15x slower on XLA:CPU
-  (benchmarks/NOTES.md); unrolling costs k times the compile time instead.
+  (benchmarks/RESULTS.md); unrolling costs k times the compile time instead.
   """
   fn = functools.partial(train_step, loss_fn=make_loss_fn(config, model),
                          tx=make_optimizer(config),

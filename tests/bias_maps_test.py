@@ -1,4 +1,4 @@
-"""benchmarks.bias_maps: the distance bands against a half-plane leg, and the whole script
+"""experiments.bias_maps: the distance bands against a half-plane leg, and the whole script
 on a workdir whose model outputs exactly zero (so that its draws' error is minus the truth)."""
 import json
 import os
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from benchmarks import bias_maps
-from benchmarks import posterior_mean
+from experiments import bias_maps
+from experiments import posterior_mean
 from configs import unet
 from helpers import TINY
 from helpers import make_workdir

@@ -9,7 +9,8 @@ import pytest
 
 from helpers import ROOT
 
-FOLDERS = ('benchmarks', 'score_sde_knee', os.path.join('datasets', 'knee_drr'))
+FOLDERS = ('benchmarks', 'experiments', 'score_sde_knee', os.path.join('score_sde_knee', 'xray'),
+           os.path.join('datasets', 'knee_drr'))
 
 
 def _scripts() -> list[str]:

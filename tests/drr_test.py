@@ -1,4 +1,4 @@
-"""DRR values and masks (DESIGN 2.2-2.3), checked against the formulas written out here."""
+"""DRR values and masks (docs/design.md, "Attenuation, DRR and masks") against formulas here."""
 import numpy as np
 import pytest
 

@@ -15,18 +15,11 @@ from score_sde_knee import evaluate
 from score_sde_knee import parallel
 from helpers import TINY
 from helpers import make_workdir
-
-
-def tiny_config(method: str, data_dir: str, condition: str = 'contour'):
-  c = default.get_config(f'{condition},test', method=method)
-  if method == 'unet':
-    c.model.scale_by_sigma = False
-  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
-  return c
+from helpers import tiny_config
 
 
 def test_zero_unet_metrics_match_numpy(tmp_path, data_dir):
-  config = tiny_config('unet', data_dir, 'contour_bone')
+  config = tiny_config('unet', 'contour_bone', data_dir)
   config.eval.num_images, config.eval.batch_size = 0, 4   # 6 images: a padded last batch
   # All-zero parameters: the network outputs exactly 0, so every sample is 0.
   wd = make_workdir(tmp_path / 'unet', config,
@@ -78,7 +71,7 @@ def test_zero_unet_metrics_match_numpy(tmp_path, data_dir):
 
 
 def test_interrupted_eval_resumes_to_identical_results(tmp_path, data_dir):
-  config = tiny_config('csm', data_dir, 'contour')
+  config = tiny_config('csm', 'contour', data_dir)
   config.eval.num_images, config.eval.batch_size = 6, 2
   config.eval.condition = 'contour_bone'  # one CSM model serves both conditions
   wd = make_workdir(tmp_path / 'csm', config)
@@ -113,7 +106,7 @@ def test_interrupted_eval_resumes_to_identical_results(tmp_path, data_dir):
 
 def test_step_evaluates_an_older_checkpoint_beside_the_runs_own_evaluation(tmp_path,
                                                                            data_dir):
-  config = tiny_config('unet', data_dir, 'contour_bone')
+  config = tiny_config('unet', 'contour_bone', data_dir)
   config.eval.num_images, config.eval.batch_size = 0, 6
   # Step 2 outputs exactly 0 (zero parameters), step 4 is the initialised network.
   wd = make_workdir(tmp_path / 'unet', config, lambda p: jax.tree.map(lambda x: x * 0, p))
@@ -140,7 +133,7 @@ def test_step_evaluates_an_older_checkpoint_beside_the_runs_own_evaluation(tmp_p
 
 
 def test_sampler_evaluates_beside_the_runs_own_evaluation(tmp_path, data_dir):
-  config = tiny_config('csm', data_dir, 'contour')
+  config = tiny_config('csm', 'contour', data_dir)
   config.eval.num_images, config.eval.batch_size = 2, 2
   wd = make_workdir(tmp_path / 'csm', config)
   own = evaluate.evaluate(config, wd)  # the config's PC, N = 4
@@ -154,7 +147,7 @@ def test_sampler_evaluates_beside_the_runs_own_evaluation(tmp_path, data_dir):
   assert (read('eval', 'metrics.json'), read('eval', 'contour', 'metrics.json')) == before
   assert got['psnr_mean'] != own['psnr_mean']
   # The same samples as the config with those two fields written in by hand.
-  by_hand = tiny_config('csm', data_dir, 'contour')
+  by_hand = tiny_config('csm', 'contour', data_dir)
   by_hand.eval.num_images, by_hand.eval.batch_size = 2, 2
   by_hand.sde.num_scales, by_hand.sampling.snr = 2, 0.2
   evaluate.evaluate(by_hand, wd, out_dir=str(tmp_path / 'by_hand'))
@@ -165,7 +158,7 @@ def test_sampler_evaluates_beside_the_runs_own_evaluation(tmp_path, data_dir):
 
 
 def test_clear_errors(tmp_path, data_dir):
-  config = tiny_config('ctm', data_dir)
+  config = tiny_config('ctm', data_dir=data_dir)
   with pytest.raises(FileNotFoundError, match='--mode=train'):
     evaluate.evaluate(config, str(tmp_path))
   config.eval.condition = 'contour_bone'

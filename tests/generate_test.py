@@ -7,13 +7,10 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import default
-from score_sde_knee import checkpointing
 from score_sde_knee import generate
-from score_sde_knee import model_utils
-from score_sde_knee import parallel
-from score_sde_knee import train_state as ts
 from helpers import TINY
+from helpers import make_workdir
+from helpers import tiny_config
 
 LABELS = (0.0, 0.5, 1.0)
 
@@ -22,23 +19,11 @@ def label_mask(shape, seed=0) -> np.ndarray:
   return np.random.default_rng(seed).choice(LABELS, size=shape)
 
 
-def tiny_config(method: str, condition: str, data_dir: str = ''):
-  c = default.get_config(f'{condition},test', method=method)
-  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
-  return c
-
-
 @pytest.fixture(scope='module')
 def ctm_workdir(tmp_path_factory, data_dir):
   """A CTM contour_bone workdir as training leaves it (random parameters, step 2)."""
   config = tiny_config('ctm', 'contour_bone', data_dir)
-  path = str(tmp_path_factory.mktemp('ctm_cb'))
-  state = ts.init_train_state(config, model_utils.create_model(config), parallel.make_mesh())
-  checkpointing.check_and_save_config(config, path)
-  ckpt = checkpointing.Checkpoints(path, config)
-  ckpt.maybe_save(2, state)
-  ckpt.close()
-  return config, path
+  return config, make_workdir(tmp_path_factory.mktemp('ctm_cb'), config)
 
 
 def test_png_8_and_16_bit_and_npy_masks_read_exactly(tmp_path):

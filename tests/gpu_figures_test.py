@@ -81,7 +81,7 @@ def test_unknown_part_is_a_clear_error(tmp_path):
 
 
 def test_a_failing_part_is_recorded_and_the_next_still_runs(tmp_path, monkeypatch):
-  # One device lease allows one try: a part that breaks must not take the others with it.
+  # One device call allows one try: a part that breaks must not take the others with it.
   def broken(*args, **kwargs):
     raise RuntimeError('no bfloat16 here')
   monkeypatch.setattr(gpu_figures, 'bench_train', broken)
@@ -105,7 +105,7 @@ def test_short_run_trains_only_until_the_deadline(tmp_path):
 
 
 def test_device_script_runs_its_part_and_writes_the_grid(tmp_path):
-  # benchmarks/gpu_run.sh is what a lease runs, once: here at the test scale, with this
+  # benchmarks/gpu_run.sh is what a GPU machine runs, once: here at the test scale, with this
   # interpreter as the device's python3.
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   bin_dir = tmp_path / 'bin'
@@ -126,13 +126,13 @@ def test_device_script_runs_its_part_and_writes_the_grid(tmp_path):
 
 
 @pytest.mark.parametrize('args, train_s', [
-    (['--budget_s', '500'], math.inf),  # The lease's script: train until the deadline.
+    (['--budget_s', '500'], math.inf),  # gpu_run.sh's call: train until the deadline.
     ([], gpu_figures.DEFAULT_TRAIN_S),
     (['--budget_s', '500', '--run_train_s', '60'], 60.0)])
 def test_run_trains_for_what_the_budget_leaves_unless_told(tmp_path, monkeypatch, args,
                                                            train_s):
-  # Session 26's script gave a 500 s budget but the run stopped at the old 150 s default,
-  # leaving half a lease idle.
+  # A 500 s budget once stopped the run at the old 150 s default, leaving half the device
+  # time idle.
   seen = {}
 
   def short_run(config, mesh, data, held_out, train_s, *rest, deadline=None):

@@ -1,14 +1,18 @@
-"""What several test files share: a tiny knee_drr config, an exact Gaussian score and a
-trained-looking workdir."""
+"""What several test files share: a tiny knee_drr config, an exact Gaussian score, the
+sampler tests' float64 reference and a trained-looking workdir."""
+import importlib
 import json
 import os
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import checkpointing
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
+from score_sde_knee import sde as sde_lib
 from score_sde_knee import train_state as ts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -56,6 +60,13 @@ TINY = kb.KneeDrrConfig(name='tiny', num_patients=3, detector=16, num_views=6,
                         spacing_mm=8.0)
 
 
+def tiny_config(method: str, condition: str = 'contour', data_dir: str = ''):
+  """The method's `test` config (configs/<method>.py) on the TINY data in data_dir."""
+  c = importlib.import_module(f'configs.{method}').get_config(f'{condition},test')
+  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
+  return c
+
+
 def gaussian_score(m, s, sde):
   """The exact VE-perturbed score of data N(m, s^2 I): -(x - m) / (s^2 + sigma(t)^2)."""
   m = jnp.asarray(m, jnp.float32)
@@ -77,3 +88,55 @@ def make_workdir(path, config, ema_fn=None, step: int = 2) -> str:
   ckpt.maybe_save(step, state)
   ckpt.close()
   return str(path)
+
+
+# The sampler tests' SDE, and the standard errors they allow around a float64 prediction.
+SDE = sde_lib.VESDE(sigma_min=0.01, sigma_max=5.0, num_scales=500)
+Z_TOL = 5.0
+
+
+def means(shape) -> np.ndarray:
+  """Per-pixel data means 0.35-0.65 for the sampler tests."""
+  return np.linspace(0.35, 0.65, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+
+
+def reference_pc(x0, m, s, sde, rng, n_steps, snr, n_corrector, order, per_sample,
+                 known=None):
+  """score_sde_knee.sampling.pc_sample on the score of data N(m, s^2 I), from t = 1, in
+  float64 numpy with the sampler's documented noise (sampling.py, "Randomness").
+
+  known: (mask, values), reset as sampling_variants.py's "Known pixels" says."""
+  ts = np.linspace(1.0, 1e-5, n_steps)
+  sig = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** ts
+  sig_next = np.append(sig[1:], 0.0)
+  x = np.asarray(x0, np.float64)
+  norm = lambda a: np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))
+
+  def reset(x, sigma, key):
+    if known is None:
+      return x
+    z = np.asarray(jax.random.normal(key, x.shape), np.float64)
+    return np.where(known[0], known[1] + sigma * z, x)
+
+  x = reset(x, sig[0], jax.random.fold_in(rng, n_steps + 1))
+  for i in range(n_steps):
+    key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
+    key_kc, key_kp = jax.random.split(jax.random.fold_in(rng, n_steps + 2 + i))
+    score = lambda x: -(x - m) / (s**2 + sig[i] ** 2)
+    n_c = 0 if (order == 'predictor_first' and i == 0) else n_corrector
+    for j in range(n_c):
+      z = np.asarray(jax.random.normal(jax.random.fold_in(key_c, j), x.shape), np.float64)
+      g = score(x)
+      if per_sample:
+        e = 2 * (snr * norm(z) / norm(g)) ** 2
+      else:
+        e = np.full(x.shape[0], 2 * (snr * norm(z).mean() / norm(g).mean()) ** 2)
+      e = e.reshape(-1, 1, 1, 1)
+      x = x + e * g + np.sqrt(2 * e) * z
+    if snr and n_corrector:
+      x = reset(x, sig[i], key_kc)
+    var = sig[i] ** 2 - sig_next[i] ** 2
+    x_mean = x + var * score(x)
+    z = np.asarray(jax.random.normal(key_p, x.shape), np.float64)
+    x = reset(x_mean + np.sqrt(var) * z, sig_next[i], key_kp)
+  return x_mean if known is None else np.where(known[0], known[1], x_mean)

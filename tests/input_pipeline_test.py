@@ -47,8 +47,8 @@ def test_seed_and_host_change_the_order():
 
 
 def test_stream_runs_without_the_autotuner():
-  # Deleting an iterator waits for tf.data's autotuner thread, up to ~1 min (RESULTS.md,
-  # session 18): the streams must not start one.
+  # Deleting an iterator waits for tf.data's autotuner thread, up to ~1 min (seen in
+  # the CPU demo): the streams must not start one.
   base = tf.data.Dataset.range(8).map(lambda i: {'i': i})
   ds = input_pipeline.train_stream(base, 8, per_host=2, seed=0, start_step=0)
   assert ds.options().autotune.enabled is False

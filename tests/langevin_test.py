@@ -134,3 +134,12 @@ def test_step_size_is_the_batch_mean_ratio():
   # 2 (0.5 * 8 / 4)^2 and 2 (0.5 * 8 / 12)^2 per sample.
   np.testing.assert_allclose(langevin.step_size(s, z, 0.5, False), [0.5, 0.5], rtol=1e-6)
   np.testing.assert_allclose(langevin.step_size(s, z, 0.5, True), [2.0, 2.0 / 9], rtol=1e-6)
+
+
+def test_normal_like_takes_the_shape_and_dtype_of_x_or_the_shape_given():
+  key, x = jax.random.key(3), jnp.zeros((2, 4, 4, 1), jnp.bfloat16)
+  got = langevin.normal_like(key, x)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(
+      jax.random.normal(key, x.shape, jnp.bfloat16), np.float32))
+  assert langevin.normal_like(key, x, (2, 4, 4, 3)).shape == (2, 4, 4, 3)

@@ -32,19 +32,22 @@ def _batch(b=5, size=6, seed=0):
 
 class _DenoiserScore(nn.Module):
   """The exact score of N(c, sigma^2 I): -(x - c) / sigma^2, c from the last channel (CTM)
-  or the constant 0.25 (CSM). Then sigma * s + z = (c - x0) / sigma, independent of z."""
-  noise_conditional: bool = True
+  or the constant 0.25 (CSM), times sigma when the score function divides by sigma
+  (config.model.scale_by_sigma). Then sigma * s + z = (c - x0) / sigma, independent of z."""
+  noise_conditioned: bool = True
   use_cond: bool = False
+  times_sigma: bool = True
 
   @nn.compact
   def __call__(self, x, sigma, train=False):
     del train
     c = x[..., 1:2] if self.use_cond else 0.25
-    return -(x[..., :1] - c) / sigma[:, None, None, None] ** 2
+    score = -(x[..., :1] - c) / sigma[:, None, None, None] ** 2
+    return score * sigma[:, None, None, None] if self.times_sigma else score
 
 
 class _ZeroScore(nn.Module):
-  noise_conditional: bool = True
+  noise_conditioned: bool = True
 
   @nn.compact
   def __call__(self, x, sigma, train=False):
@@ -53,7 +56,7 @@ class _ZeroScore(nn.Module):
 
 
 class _AffinePredictor(nn.Module):
-  noise_conditional: bool = False
+  noise_conditioned: bool = False
 
   @nn.compact
   def __call__(self, x, sigma, train=False):
@@ -61,11 +64,13 @@ class _AffinePredictor(nn.Module):
     return 2.0 * x - 0.25
 
 
-@pytest.mark.parametrize('method', ['csm', 'ctm'])
-def test_dsm_loss_matches_float64_formula(method):
+@pytest.mark.parametrize('method,scale_by_sigma', [('csm', True), ('ctm', True),
+                                                   ('ctm', False)])
+def test_dsm_loss_matches_float64_formula(method, scale_by_sigma):
   config = _config(method)
+  config.model.scale_by_sigma = scale_by_sigma
   sde = sde_lib.VESDE(SIGMA_MIN, SIGMA_MAX)
-  model = _DenoiserScore(use_cond=method == 'ctm')
+  model = _DenoiserScore(use_cond=method == 'ctm', times_sigma=scale_by_sigma)
   loss_fn = losses.get_loss_fn(model, sde, config)
   batch = _batch()
   loss, aux = loss_fn({}, batch, jax.random.key(3), False)

@@ -32,21 +32,48 @@ def test_psnr_of_identical_images_is_inf_and_data_range_scales():
   np.testing.assert_allclose(metrics.psnr(2 * x, 2 * y, data_range=2.0), metrics.psnr(x, y))
 
 
-@pytest.mark.parametrize('shape', [(3, 32, 32), (2, 20, 33), (2, 7, 9)])
-def test_ssim_matches_skimage_2d(shape):
+def _ssim_by_windows(x, y, win=7, data_range=1.0):
+  """Wang et al.'s SSIM, float64, window by window: the mean over every win x win window
+  inside the image, with sample (N - 1) variances, K1 = 0.01, K2 = 0.03."""
+  c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+  out = []
+  for i in range(x.shape[0] - win + 1):
+    for j in range(x.shape[1] - win + 1):
+      a, b = x[i:i + win, j:j + win].ravel(), y[i:i + win, j:j + win].ravel()
+      cov = np.cov(a, b)  # ddof=1
+      out.append((2 * a.mean() * b.mean() + c1) * (2 * cov[0, 1] + c2)
+                 / ((a.mean()**2 + b.mean()**2 + c1) * (cov[0, 0] + cov[1, 1] + c2)))
+  return np.mean(out)
+
+
+@pytest.mark.parametrize('shape', [(3, 16, 16), (2, 10, 13), (2, 7, 9)])
+def test_ssim_matches_the_formula_window_by_window(shape):
   x, y = _pair(shape)
   got = metrics.ssim(x, y)
-  want = [skm.structural_similarity(a, b, data_range=1) for a, b in zip(x, y)]
+  want = [_ssim_by_windows(a, b) for a, b in zip(x, y)]
   np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
   assert np.all((got > 0.05) & (got < 0.95))  # A meaningful, non-degenerate case.
+  np.testing.assert_allclose(  # data_range scales the constants only
+      metrics.ssim(2 * x, 2 * y, data_range=2.0), got, rtol=1e-10)
+  np.testing.assert_allclose(metrics.ssim(x, y, win_size=5)[0],
+                             _ssim_by_windows(x[0], y[0], win=5), rtol=1e-10)
 
 
-def test_ssim_channels_and_float32_match_skimage():
-  x, y = _pair((2, 24, 24, 3), np.float32, seed=1)
+def test_ssim_of_flat_images_hand_computed():
+  # No variance: SSIM = (2 c d + C1) / (c^2 + d^2 + C1) with C1 = 1e-4.
+  c, d = 0.3, 0.5
+  got = metrics.ssim(np.full((1, 9, 9), c), np.full((1, 9, 9), d))
+  np.testing.assert_allclose(got, [(2 * c * d + 1e-4) / (c**2 + d**2 + 1e-4)], rtol=1e-10)
+
+
+def test_ssim_channels_and_float32_average_the_channels():
+  x, y = _pair((2, 12, 12, 3), np.float32, seed=1)
   got = metrics.ssim(x, y)
-  # skimage filters float32 inputs in float32; we work in float64: agree to ~1e-6.
-  want = [skm.structural_similarity(a, b, data_range=1, channel_axis=-1) for a, b in zip(x, y)]
-  np.testing.assert_allclose(got, want, atol=2e-5)
+  # float32 inputs are taken in float64: each channel as the float64 formula.
+  want = [np.mean([_ssim_by_windows(a[..., c].astype(np.float64),
+                                    b[..., c].astype(np.float64)) for c in range(3)])
+          for a, b in zip(x, y)]
+  np.testing.assert_allclose(got, want, rtol=1e-10)
   np.testing.assert_allclose(metrics.ssim(x, x), 1.0, atol=1e-12)
 
 

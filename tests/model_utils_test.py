@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from score_sde_knee import methods
 from score_sde_knee import model_utils
 from score_sde_knee import sde as sde_lib
 
@@ -22,8 +23,7 @@ def _config(method, arg='test'):
 def test_create_model_and_init_params(method, in_ch, conditional):
   config = _config(method)
   model = model_utils.create_model(config)
-  assert model.noise_conditional == conditional
-  assert model.scale_by_sigma == conditional
+  assert model.noise_conditioned == conditional
   assert model.out_channels == 1
   assert model.nf == config.model.nf and model.ch_mult == tuple(config.model.ch_mult)
   shapes = jax.eval_shape(lambda r: model_utils.init_params(model, r, config),
@@ -32,12 +32,6 @@ def test_create_model_and_init_params(method, in_ch, conditional):
   assert shapes['Conv_0']['kernel'].shape == (3, 3, in_ch, config.model.nf)
   assert ('GaussianFourierProjection_0' in shapes) == conditional
   assert model_utils.count_params(shapes) > 10_000
-
-
-def test_unet_ignores_config_scale_by_sigma():
-  config = _config('unet')
-  config.model.scale_by_sigma = True
-  assert not model_utils.create_model(config).scale_by_sigma
 
 
 _PARAMS = {}
@@ -76,7 +70,7 @@ def test_real_model_output_shapes(method):
     out = fn(params, cond)
   else:
     sde = sde_lib.VESDE(config.sde.sigma_min, config.sde.sigma_max, config.sde.num_scales)
-    score_fn = model_utils.get_score_fn(model, sde, method)
+    score_fn = model_utils.get_score_fn(model, sde, methods.get(method))
     fn = jax.jit(lambda p, x, t, c: score_fn(p, x, t, c), compiler_options=_FAST)
     out = fn(params, x, jnp.asarray([1e-5, 0.5, 1.0]), cond)
   assert out.shape == (3, 16, 16, 1) and out.dtype == jnp.float32
@@ -85,13 +79,13 @@ def test_real_model_output_shapes(method):
 
 class _FakeNet(nn.Module):
   """Known output: 10 * (last input channel) + sigma + first channel."""
-  noise_conditional: bool = True
+  noise_conditioned: bool = True
 
   @nn.compact
   def __call__(self, x, sigma, train=False):
     del train
     out = 10.0 * x[..., -1:] + x[..., :1]
-    return out + sigma[:, None, None, None] if self.noise_conditional else out
+    return out + sigma[:, None, None, None] if self.noise_conditioned else out
 
 
 def _fake_inputs():
@@ -105,16 +99,27 @@ def _fake_inputs():
 def test_score_fn_ctm_concatenates_cond_and_uses_sigma_of_t():
   sde = sde_lib.VESDE(0.01, 128.0)
   x, cond, t = _fake_inputs()
-  score = model_utils.get_score_fn(_FakeNet(), sde, 'ctm')({}, x, t, cond)
+  score = model_utils.get_score_fn(_FakeNet(), sde, methods.CTM, scale_by_sigma=False)(
+      {}, x, t, cond)
   sigma = 0.01 * (128.0 / 0.01) ** t.astype(np.float64)
   expected = 10.0 * cond + x + sigma[:, None, None, None]
+  np.testing.assert_allclose(score, expected, rtol=1e-5)
+
+
+def test_score_fn_divides_the_network_output_by_sigma():
+  # The VE parametrisation (config.model.scale_by_sigma): score = F(x, sigma) / sigma.
+  sde = sde_lib.VESDE(0.01, 128.0)
+  x, cond, t = _fake_inputs()
+  score = model_utils.get_score_fn(_FakeNet(), sde, methods.CTM)({}, x, t, cond)
+  sigma = 0.01 * (128.0 / 0.01) ** t.astype(np.float64)
+  expected = (10.0 * cond + x + sigma[:, None, None, None]) / sigma[:, None, None, None]
   np.testing.assert_allclose(score, expected, rtol=1e-5)
 
 
 def test_score_fn_csm_ignores_cond():
   sde = sde_lib.VESDE(0.01, 128.0)
   x, cond, t = _fake_inputs()
-  score_fn = model_utils.get_score_fn(_FakeNet(), sde, 'csm')
+  score_fn = model_utils.get_score_fn(_FakeNet(), sde, methods.CSM, scale_by_sigma=False)
   sigma = 0.01 * (128.0 / 0.01) ** t.astype(np.float64)
   expected = 11.0 * x + sigma[:, None, None, None]
   np.testing.assert_allclose(score_fn({}, x, t, cond), expected, rtol=1e-5)
@@ -123,7 +128,7 @@ def test_score_fn_csm_ignores_cond():
 
 def test_predict_fn_feeds_the_condition():
   _, cond, _ = _fake_inputs()
-  out = model_utils.get_predict_fn(_FakeNet(noise_conditional=False))({}, cond)
+  out = model_utils.get_predict_fn(_FakeNet(noise_conditioned=False))({}, cond)
   np.testing.assert_allclose(out, 11.0 * cond, rtol=1e-6)
 
 
@@ -133,13 +138,16 @@ def test_dispatch_errors():
   config.method = 'gan'
   with pytest.raises(ValueError, match='config.method'):
     model_utils.create_model(config)
-  with pytest.raises(ValueError, match='unet'):
-    model_utils.get_score_fn(_FakeNet(), sde, 'unet')
-  with pytest.raises(ValueError, match='noise_conditional'):
-    model_utils.get_predict_fn(_FakeNet(noise_conditional=True))
+  with pytest.raises(ValueError, match="config.method='gan': expected one of"):
+    model_utils.init_params(model_utils.create_model(_config('ctm')), jax.random.key(0),
+                            config)
+  with pytest.raises(ValueError, match="'unet' has no score"):
+    model_utils.get_score_fn(_FakeNet(), sde, methods.UNET)
+  with pytest.raises(ValueError, match='noise_conditioned=False'):
+    model_utils.get_predict_fn(_FakeNet(noise_conditioned=True))
   x, _, t = _fake_inputs()
-  with pytest.raises(ValueError, match='cond'):
-    model_utils.get_score_fn(_FakeNet(), sde, 'ctm')({}, x, t, None)
+  with pytest.raises(ValueError, match="'ctm' needs cond"):
+    model_utils.get_score_fn(_FakeNet(), sde, methods.CTM)({}, x, t, None)
 
 
 @pytest.mark.parametrize('arg,lo,hi', [('test', 2e4, 1e5), ('cpu', 2e5, 5e6), ('', 1e7, 6e7)])
@@ -163,7 +171,8 @@ def test_bfloat16_compute_keeps_float32_parameters_and_fourier_features():
   assert cast['GaussianFourierProjection_0']['W'].dtype == jnp.float32
   assert cast['Conv_0']['kernel'].dtype == jnp.bfloat16
   sde = sde_lib.VESDE(0.01, 8.0, 4)
-  fns = {d: model_utils.get_score_fn(model, sde, 'ctm', d) for d in ('float32', 'bfloat16')}
+  fns = {d: model_utils.get_score_fn(model, sde, methods.CTM, d)
+         for d in ('float32', 'bfloat16')}
   x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
   cond = jnp.round(jax.random.uniform(jax.random.key(2), (2, 16, 16, 1)) * 2) / 2
   t = jnp.array([0.05, 0.9])

@@ -34,7 +34,7 @@ def _apply(model, train=False):
   return jax.jit(fn, compiler_options=_FAST)
 
 
-_PLAIN = ncsnpp.NCSNpp(**TINY, init_scale=1.0, scale_by_sigma=False)
+_PLAIN = ncsnpp.NCSNpp(**TINY, init_scale=1.0)
 
 
 @pytest.fixture(scope='module')
@@ -47,17 +47,16 @@ def plain_apply():
   return _apply(_PLAIN)
 
 
-@pytest.mark.parametrize('channels,noise_conditional', [(1, True), (2, True), (1, False)])
-def test_output_shape_and_dtype(channels, noise_conditional):
-  model = ncsnpp.NCSNpp(**TINY, noise_conditional=noise_conditional,
-                        scale_by_sigma=noise_conditional, out_channels=1)
+@pytest.mark.parametrize('channels,noise_conditioned', [(1, True), (2, True), (1, False)])
+def test_output_shape_and_dtype(channels, noise_conditioned):
+  model = ncsnpp.NCSNpp(**TINY, noise_conditioned=noise_conditioned, out_channels=1)
   x, sigma = _inputs(channels=channels)
-  sigma = sigma if noise_conditional else None
+  sigma = sigma if noise_conditioned else None
   params = jax.eval_shape(model.init, jax.random.key(0), x, sigma)['params']
   y = jax.eval_shape(model.apply, {'params': params}, x, sigma)
   assert y.shape == (2, 16, 16, 1) and y.dtype == jnp.float32
   has_embedding = 'GaussianFourierProjection_0' in params
-  assert has_embedding == noise_conditional
+  assert has_embedding == noise_conditioned
 
 
 def test_init_scale_zero_gives_near_zero_output_and_one_does_not(plain_params, plain_apply):
@@ -71,23 +70,13 @@ def test_init_scale_zero_gives_near_zero_output_and_one_does_not(plain_params, p
   assert float(jnp.max(jnp.abs(y_one))) > 1e-2
 
 
-def test_scale_by_sigma_divides_by_sigma(plain_params, plain_apply):
-  x, sigma = _inputs()
-  key = jax.random.key(0)
-  y_plain = np.asarray(plain_apply(plain_params, x, sigma, key), np.float64)
-  y_scaled = np.asarray(_apply(_PLAIN.clone(scale_by_sigma=True))(plain_params, x, sigma, key),
-                        np.float64)
-  expected = y_plain / np.asarray(sigma, np.float64)[:, None, None, None]
-  np.testing.assert_allclose(y_scaled, expected, rtol=1e-5, atol=1e-7)
-
-
-def test_output_depends_on_sigma_only_when_noise_conditional(plain_params, plain_apply):
+def test_output_depends_on_sigma_only_when_noise_conditioned(plain_params, plain_apply):
   x, sigma = _inputs()
   key = jax.random.key(0)
   a = plain_apply(plain_params, x, sigma, key)
   b = plain_apply(plain_params, x, sigma * 3.0, key)
   assert float(jnp.max(jnp.abs(a - b))) > 1e-4
-  unet = _PLAIN.clone(noise_conditional=False)
+  unet = _PLAIN.clone(noise_conditioned=False)
   params = _init(unet, x, None)
   unet_apply = _apply(unet)
   np.testing.assert_array_equal(unet_apply(params, x, sigma, key),
@@ -141,9 +130,6 @@ def test_bad_inputs_raise():
     jax.eval_shape(model.init, jax.random.key(0), x[:, :15, :15], sigma)
   with pytest.raises(ValueError, match='sigma'):
     jax.eval_shape(model.init, jax.random.key(0), x, None)
-  with pytest.raises(ValueError, match='scale_by_sigma'):
-    jax.eval_shape(ncsnpp.NCSNpp(**TINY, noise_conditional=False).init, jax.random.key(0),
-                   x, None)
 
 
 # SLOW (about a minute on 2 busy CPU cores): the paper configuration, built and run once.

@@ -1,4 +1,4 @@
-"""Tests of the procedural knee phantom (DESIGN 2.4).
+"""Tests of the procedural knee phantom (docs/design.md, "The procedural phantom").
 
 Positions are recomputed here from the recorded parameters with scipy's Rotation (an
 independent rotation code), so a wrong frame in the phantom shows up as a wrong tissue.
@@ -154,7 +154,7 @@ def test_sex_changes_sizes_and_ranges():
 
   for key in ('condyle_ml', 'condyle_ap', 'plateau_ml', 'patella_w'):
     assert mean(male, key) > mean(female, key) + 1.0, key
-  assert abs(mean(male, 'gap_medial') - 5.7) < 0.25  # DESIGN 2.4: 5.7 +- 0.8 (4.8 +- 0.7)
+  assert abs(mean(male, 'gap_medial') - 5.7) < 0.25  # design.md: 5.7 +- 0.8 (4.8 +- 0.7)
   assert abs(mean(female, 'gap_medial') - 4.8) < 0.25
   assert mean(female, 'fat') > mean(male, 'fat') + 5
   for q in ps:

@@ -1,39 +1,38 @@
 """The CTM contour runs' plot: its numbers agree with RESULTS.md, nothing is clipped."""
 import os
-import re
 import shutil
 
 import numpy as np
 import pytest
 
-from benchmarks import plot_ctm_contour_runs as plot_runs
+from experiments import plot_ctm_contour_runs as plot_runs
+from helpers import mean_std, read, table_rows
 
-RESULTS_MD = os.path.join(os.path.dirname(plot_runs.RESULTS), 'RESULTS.md')
+RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
 
 def test_collected_numbers_match_the_figures_quoted_in_results_md():
   series = plot_runs.collect()
-  with open(RESULTS_MD, encoding='utf-8') as f:
-    text = f.read()
-  # The U-Net band: "U-Net, four runs: mean ± std over runs** | **30.54 ± 0.36**".
-  m = re.search(r'U-Net, four runs: mean ± std over runs\*\* \| \*\*([\d.]+) ± ([\d.]+)', text)
+  rows = table_rows(RESULTS_MD, '| contour only, knee_drr 1.0.0, 30 test images |')
   unet = np.asarray(series['unet_psnr'])
-  assert m and len(unet) == 4
-  assert (round(unet.mean(), 2), round(unet.std(ddof=1), 2)) == (float(m[1]), float(m[2]))
-  # Session 16's table row: "four draws (seeds 44-47): mean ± std | 29.26 ± 0.48 | 29.27 ± 0.29".
-  m = re.search(r'four draws \(seeds 44-47\): mean ± std \| ([\d.]+) ± ([\d.]+) \| '
-                r'([\d.]+) ± ([\d.]+)', text)
-  draws = series['runs'][44]['pc500_draws']
-  assert m and sorted(draws) == [8000, 16000]
-  for step, (mean, std) in zip((8000, 16000), ((m[1], m[2]), (m[3], m[4]))):
-    assert len(draws[step]) == 4
-    assert round(np.mean(draws[step]), 2) == float(mean)
-    assert round(np.std(draws[step], ddof=1), 2) == float(std)
+  assert len(unet) == 3  # the U-Net runs with a result file, no figure typed in
+  assert mean_std(rows['U-Net, three runs: mean ± std over runs'][0]) == (
+      round(unet.mean(), 2), round(unet.std(ddof=1), 2))
+  assert sorted(series['runs']) == [43, 44]  # found from the training-curve files
+  for seed, step in ((43, 8000), (44, 8000), (44, 16000)):
+    draws = series['runs'][seed]['pc500_draws'][step]
+    cell = rows[f'CTM seed {seed}, step {step}, PC N = 500, four draws: mean ± std over draws']
+    assert len(draws) == 4
+    assert mean_std(cell[0]) == (round(np.mean(draws), 2), round(np.std(draws, ddof=1), 2))
+  assert sorted(series['runs'][44]['pc500_draws']) == [8000, 16000]
   steps = [s for s, _, _ in series['runs'][44]['ancestral']]
   assert steps == list(range(2000, 16001, 2000))
   assert [s for s, _, _ in series['runs'][43]['ancestral']] == [2000, 4000, 6000, 8000]
   # Only the pc:25 ancestral setting: the ancestral50/100 files (other NFE) are left out.
   assert all(single < avg for _, single, avg in series['runs'][43]['ancestral'])
+  # Single --mode=eval draws where no four-draw file exists: seed 43's 8000 is a draw set.
+  assert sorted(series['runs'][43]['pc500_single']) == [2000, 4000]
+  assert sorted(series['runs'][44]['pc500_single']) == [2000]
 
 
 def test_missing_result_file_is_named(tmp_path):
@@ -52,7 +51,7 @@ def test_legend_and_titles_stay_clear_of_the_data(tmp_path):
   renderer = canvas.get_renderer()
   ax, ax_loss = fig.axes
   legend = ax.get_legend().get_window_extent(renderer)
-  assert not legend.overlaps(ax.get_window_extent(renderer))  # session 16's figure did
+  assert not legend.overlaps(ax.get_window_extent(renderer))  # it would hide the low draws
   page = fig.bbox
   for a in (ax, ax_loss):
     box = a.title.get_window_extent(renderer)

@@ -24,6 +24,28 @@ def test_eta_counts_only_this_runs_work(monkeypatch):
   assert 'ETA 40s' in line and '1.00 batch/s' in line
 
 
+def test_lines_at_most_every_interval_and_always_at_the_end(monkeypatch):
+  now = [0.0]
+  monkeypatch.setattr(progress.time, 'monotonic', lambda: now[0])
+  out = io.StringIO()
+  bar = progress.Progress(5, 'sample', unit='image', every=5.0, stream=out)
+  for t, force in ((1.0, False), (6.0, False), (8.0, True), (10.0, False), (11.0, False)):
+    now[0] = t
+    bar.update(force=force)
+  # 6 s: 5 s since the start; 8 s: forced; 10 s: 2 s since the last line, none; 11 s: the
+  # end, although 3 s since the last line.
+  assert out.getvalue().splitlines() == [
+      'sample: 2/5 (40%) 3.00 s/image, elapsed 6s, ETA 9s',
+      'sample: 3/5 (60%) 2.67 s/image, elapsed 8s, ETA 5s',
+      'sample: 5/5 (100%) 2.20 s/image, elapsed 11s, ETA 0s']
+
+
+def test_a_line_before_any_new_work_has_no_rate(monkeypatch):
+  monkeypatch.setattr(progress.time, 'monotonic', lambda: 100.0)
+  bar = progress.Progress(10, 'train', done=4, unit='step', stream=io.StringIO())
+  assert bar.line(100.0 + 3725) == 'train: 4/10 (40%) elapsed 1h02m05s'
+
+
 def _absl_record(pathname: str, level: int) -> logging.LogRecord:
   return logging.LogRecord('absl', level, pathname, 1, 'msg', None, None)
 

@@ -1,4 +1,4 @@
-"""benchmarks/RESULTS.md's sessions 24-25 tables (CSM with the air outside the contour held,
+"""benchmarks/RESULTS.md's `fast-air` tables (CSM with the air outside the contour held,
 sampling.known_air) against the result files they quote, recomputed with numpy as in
 results_md_test."""
 import numpy as np
@@ -10,13 +10,13 @@ from score_sde_knee import sampler_setting
 RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
 
-# Sessions 24-25: CSM with the air outside the contour held (sampling.known_air). The margin
-# was chosen on validation images; RESULTS row label -> file name part, per condition.
+# CSM with the air outside the contour held (sampling.known_air). The margin was chosen on
+# validation images; RESULTS row label -> file name part, per condition.
 AIR_VALIDATION_ROWS = {'no air (`fast`)': 'none', '0': '0', '1': '1', '2': '2', '3': '3'}
 
 
 def _air_setting(base: str, margin: str) -> str:
-  """The sampler string of `base` with the air held: margin '' as session 24 wrote it."""
+  """The sampler string of `base` with the air held; margin '' is air=1 without airm."""
   return base + (':' if base.count(':') == 1 else ',') + 'air=1' + (
       f',airm={margin}' if margin else '')
 
@@ -29,11 +29,11 @@ def test_air_margin_validation_table_matches_its_result_files():
   for label, margin in AIR_VALIDATION_ROWS.items():
     gains = []
     for i, condition in enumerate(('contour_bone', 'contour')):
-      d = _load(f'posterior_v1.1.0_s24_csm_{condition}_val_fastair{margin}_cpu.json')
-      base = _load(f'posterior_v1.1.0_s24_csm_{condition}_val_fastairnone_cpu.json')
+      d = _load(f'posterior_v1.1.0_xeon_csm_{condition}_val_fastair{margin}_cpu.json')
+      base = _load(f'posterior_v1.1.0_xeon_csm_{condition}_val_fastairnone_cpu.json')
       assert d['setting'] == (fast if margin == 'none' else _air_setting(fast, margin))
       assert (d['split'], d['n_images'], d['seeds'], d['workdir']) == (
-          'validation', 30, [42, 43, 44, 45], 'runs/s22/csm')
+          'validation', 30, [42, 43, 44, 45], 'runs/xeon/csm')
       psnr = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
       gain = psnr - np.asarray(base['single_sample_psnr_per_seed'], np.float64)
       cell, gain_cell = rows[label][2 * i:2 * i + 2]
@@ -46,33 +46,31 @@ def test_air_margin_validation_table_matches_its_result_files():
     assert rows[label][4] == ('' if margin == 'none' else f'{np.mean(gains):+.2f}')
 
 
-# RESULTS row label -> (method, condition, session of its file, sampler file part, margin):
-# margin None is the sampler without air, '' session 24's air=1 without airm.
+# RESULTS row label -> (method, condition, sampler file part, margin): margin None is the
+# sampler without air, '' air=1 without airm (every pixel outside the contour held).
 AIR_TEST_ROWS = {
-    'contour+bone: `fast`': ('csm', 'contour_bone', 's22', 'fast', None),
-    'contour+bone: `fast` + air': ('csm', 'contour_bone', 's24', 'fast', ''),
-    'contour+bone: `fast` + air, margin 1': ('csm', 'contour_bone', 's25', 'fast', '1'),
-    'contour+bone: `fast` + air, margin 2': ('csm', 'contour_bone', 's26', 'fast', '2'),
-    'contour+bone: PC N = 500 (paper)': ('csm', 'contour_bone', 's23', 'pc500', None),
-    'contour+bone: PC N = 500 + air': ('csm', 'contour_bone', 's24', 'pc500', ''),
-    'contour+bone: PC N = 500 + air, margin 1': ('csm', 'contour_bone', 's25', 'pc500', '1'),
-    'contour: `fast`': ('csm', 'contour', 's22', 'fast', None),
-    'contour: `fast` + air': ('csm', 'contour', 's24', 'fast', ''),
-    'contour: `fast` + air, margin 1': ('csm', 'contour', 's25', 'fast', '1'),
-    'contour: `fast` + air, margin 2': ('csm', 'contour', 's26', 'fast', '2'),
-    'contour: PC N = 500 (paper)': ('csm', 'contour', 's23', 'pc500', None),
-    'contour: PC N = 500 + air, margin 1': ('csm', 'contour', 's25', 'pc500', '1'),
-    'contour: PC N = 500 + air, margin 2': ('csm', 'contour', 's26', 'pc500', '2'),
-    'CTM contour+bone: `fast`': ('ctm', 'contour_bone', 's23', 'fast', None),
-    'CTM contour+bone: `fast` + air, margin 1': ('ctm', 'contour_bone', 's25', 'fast', '1'),
+    'contour+bone: `fast`': ('csm', 'contour_bone', 'fast', None),
+    'contour+bone: `fast` + air': ('csm', 'contour_bone', 'fast', ''),
+    'contour+bone: `fast` + air, margin 1': ('csm', 'contour_bone', 'fast', '1'),
+    'contour+bone: `fast` + air, margin 2': ('csm', 'contour_bone', 'fast', '2'),
+    'contour+bone: PC N = 500 (paper)': ('csm', 'contour_bone', 'pc500', None),
+    'contour+bone: PC N = 500 + air': ('csm', 'contour_bone', 'pc500', ''),
+    'contour+bone: PC N = 500 + air, margin 1': ('csm', 'contour_bone', 'pc500', '1'),
+    'contour: `fast`': ('csm', 'contour', 'fast', None),
+    'contour: `fast` + air': ('csm', 'contour', 'fast', ''),
+    'contour: `fast` + air, margin 1': ('csm', 'contour', 'fast', '1'),
+    'contour: `fast` + air, margin 2': ('csm', 'contour', 'fast', '2'),
+    'contour: PC N = 500 (paper)': ('csm', 'contour', 'pc500', None),
+    'contour: PC N = 500 + air, margin 1': ('csm', 'contour', 'pc500', '1'),
+    'contour: PC N = 500 + air, margin 2': ('csm', 'contour', 'pc500', '2'),
+    'CTM contour+bone: `fast`': ('ctm', 'contour_bone', 'fast', None),
+    'CTM contour+bone: `fast` + air, margin 1': ('ctm', 'contour_bone', 'fast', '1'),
 }
-AIR_BASE_SESSION = {('csm', 'fast'): 's22', ('csm', 'pc500'): 's23', ('ctm', 'fast'): 's23'}
 
 
-def _air_file(session: str, method: str, condition: str, sampler: str,
-              margin: str | None) -> str:
+def _air_file(method: str, condition: str, sampler: str, margin: str | None) -> str:
   air = '' if margin is None else 'air' if margin == '' else f'airm{margin}'
-  return f'posterior_v1.1.0_{session}_{method}_{condition}_{sampler}{air}_cpu.json'
+  return f'posterior_v1.1.0_xeon_{method}_{condition}_{sampler}{air}_cpu.json'
 
 
 @pytest.mark.parametrize('label', list(AIR_TEST_ROWS))
@@ -80,9 +78,9 @@ def test_air_test_table_matches_its_result_files(label):
   """Every cell; the gain is paired by seed with the same sampler without air."""
   rows = table_rows(RESULTS_MD, '| CSM and CTM (knee_drr 1.1.0, step 2000, Xeon host, test')
   assert set(rows) == set(AIR_TEST_ROWS)
-  method, condition, session, sampler, margin = AIR_TEST_ROWS[label]
-  d = _load(_air_file(session, method, condition, sampler, margin))
-  base = _load(_air_file(AIR_BASE_SESSION[method, sampler], method, condition, sampler, None))
+  method, condition, sampler, margin = AIR_TEST_ROWS[label]
+  d = _load(_air_file(method, condition, sampler, margin))
+  base = _load(_air_file(method, condition, sampler, None))
   plain = 'pc:500' if sampler == 'pc500' else sampler_setting.FAST[method]
   assert d['setting'] == (plain if margin is None else _air_setting(plain, margin))
   assert (d['method'], d['condition'], d['split'], d['n_images'], d['checkpoint_step']) == (
@@ -108,27 +106,26 @@ def test_air_test_table_matches_its_result_files(label):
       _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
 
 
-AIR_BIAS_FILES = {'contour+bone': 'bias_maps_v1.1.0_s26_csm_contour_bone_air_cpu.json',
-                  'contour': 'bias_maps_v1.1.0_s26_csm_contour_air_cpu.json'}
-AIR_SESSION = {'': 's24', '1': 's25', '2': 's26'}  # margin -> the session that ran it
+AIR_BIAS_FILES = {'contour+bone': 'bias_maps_v1.1.0_xeon_csm_contour_bone_air_cpu.json',
+                  'contour': 'bias_maps_v1.1.0_xeon_csm_contour_air_cpu.json'}
 AIR_BIAS_SAMPLERS = {'fast': '`fast`', 'pc500': 'PC N = 500'}  # file name part -> label
 
 
 def test_air_distance_to_edge_table_matches_its_result_files():
   """Every cell from the bias_maps files, whose draws are those of the test table's files
-  (same setting, seeds and region errors); the bands and masks are session 23's."""
+  (same setting, seeds and region errors); the bands and masks are those of the CSM table
+  without air."""
   rows = table_rows(RESULTS_MD, '| CSM with the air held, condition: sampler (draws) |')
-  s23 = _load('bias_maps_v1.1.0_s23_csm_contour_cpu.json')['files'][0]['error_by_distance']
+  plain = _load('bias_maps_v1.1.0_xeon_csm_contour_cpu.json')['files'][0]['error_by_distance']
   expected = {}
   for condition, name in AIR_BIAS_FILES.items():
     for f in _load(name)['files']:
       setting = f['setting']
       sampler = 'pc500' if setting.startswith('pc:500') else 'fast'
-      # As in AIR_TEST_ROWS: None without air, '' for session 24's air=1 alone (margin 0).
+      # As in AIR_TEST_ROWS: None without air, '' for air=1 alone (margin 0).
       margin = (None if 'air=1' not in setting else
                 setting.split('airm=')[1] if 'airm=' in setting else '')
-      session = AIR_BASE_SESSION['csm', sampler] if margin is None else AIR_SESSION[margin]
-      posterior_name = _air_file(session, 'csm', condition.replace('+', '_'), sampler, margin)
+      posterior_name = _air_file('csm', condition.replace('+', '_'), sampler, margin)
       posterior = _load(posterior_name)
       assert f['path'] == f'benchmarks/results/{posterior_name}'
       assert (f['setting'], f['seeds']) == (posterior['setting'], posterior['seeds'])
@@ -138,7 +135,7 @@ def test_air_distance_to_edge_table_matches_its_result_files():
   assert set(rows) == set(expected) and len(expected) == 14
   for label, f in expected.items():
     got = f['error_by_distance']
-    assert [b['pixels'] for b in got] == [b['pixels'] for b in s23]  # one subset, one mask
+    assert [b['pixels'] for b in got] == [b['pixels'] for b in plain]  # one subset, one mask
     assert [float(x) for x in rows[label][:7]] == [round(b['error'], 3) for b in got]
     near = got[1:5]  # within 3 px: air 2-3, air 1, leg 1, leg 2-3
     share = sum(b['sq_error_share'] for b in near)
@@ -148,16 +145,16 @@ def test_air_distance_to_edge_table_matches_its_result_files():
 
 
 def test_ctm_contour_air_table_matches_its_result_files():
-  """Session 26's CTM on the contour: each cell from the per-seed PSNR, gains paired by seed
-  with `fast` without air on the same split."""
-  rows = table_rows(RESULTS_MD, '| CTM contour (session 26 run, step 2000, 30 images')
+  """A CTM on the contour: each cell from the per-seed PSNR, gains paired by seed with `fast`
+  without air on the same split."""
+  rows = table_rows(RESULTS_MD, '| CTM contour (Xeon run, step 2000, 30 images')
   assert list(rows) == ['no air (`fast`)', '1', '2']
   fast = sampler_setting.FAST['ctm']
   for i, split in enumerate(('validation', 'test')):
     def load(margin, split=split):
       part = {'validation': f'val_fastair{margin or "none"}',
               'test': f'fastairm{margin}' if margin else 'fast'}[split]
-      d = _load(f'posterior_v1.1.0_s26_ctm_contour_{part}_cpu.json')
+      d = _load(f'posterior_v1.1.0_xeon_ctm_contour_{part}_cpu.json')
       assert d['setting'] == (_air_setting(fast, margin) if margin else fast)
       assert (d['split'], d['n_images'], d['seeds'], d['checkpoint_step'], d['method']) == (
           split, 30, [42, 43, 44, 45], 2000, 'ctm')

@@ -4,9 +4,9 @@ from helpers import load_result as _load, read, rounded as _rounded, table_rows
 
 RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
-TRAIN = _load('gpu_figures_s26_h200_train.json')
-SAMPLER = _load('gpu_figures_s26_h200_sampler.json')
-FLOPS = _load('gpu_flops_paper_s26_cpu.json')['flops']
+TRAIN = _load('gpu_figures_h200_train.json')
+SAMPLER = _load('gpu_figures_h200_sampler.json')
+FLOPS = _load('gpu_flops_paper_cpu.json')['flops']
 PEAK = TRAIN['peaks']['bfloat16']  # GFLOP/s
 
 
@@ -19,7 +19,7 @@ def test_the_runs_are_the_paper_config_on_an_h200():
     assert (r['device'], r['backend'], r['scale'], r['image_size'], r['batch']) == (
         'NVIDIA H200', 'gpu', 'paper', 256, 16)
   assert FLOPS['batch'] == 16 and TRAIN['train']['num_params'] == 24_430_470
-  assert 'NVIDIA H200' in read('benchmarks', 'results', 'gpu_env_s26_h200.txt')
+  assert 'NVIDIA H200' in read('benchmarks', 'results', 'gpu_env_h200.txt')
 
 
 def test_update_table_matches_its_files():
@@ -64,7 +64,7 @@ def test_sampler_table_matches_its_files():
 
 
 def test_drr_figure_matches_its_file():
-  d = _load('drr_s26_h200.json')
+  d = _load('drr_h200.json')
   assert d['device'] == 'NVIDIA H200'
   text = RESULTS_MD[RESULTS_MD.index('## GPU: NVIDIA H200'):]
   assert f"takes {d['scan_256_seconds'] * 1e3:.1f} ms" in text

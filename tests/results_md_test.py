@@ -8,17 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import plot_ctm_contour_runs as plot_runs
+from experiments import plot_ctm_contour_runs as plot_runs
 from helpers import load_result as _load, mean_std, read, rounded as _rounded, table_rows
 from score_sde_knee import sampler_setting
 
 RESULTS_MD = read('benchmarks', 'RESULTS.md')
 
 
-SNR_ROWS = {  # RESULTS row label -> file (session 18's three snr values, session 17's 0.4)
+SNR_ROWS = {  # RESULTS row label -> file
     'snr 0 (no corrector)': 'posterior_ctm_contour_sigma128_2000_pc500_snr0_cpu.json',
     'snr 0.16': 'posterior_ctm_contour_sigma128_2000_pc500_snr0.16_cpu.json',
-    'snr 0.4 (paper; session 17)': 'posterior_ctm_contour_sigma128_2000_pc500_cpu.json',
+    'snr 0.4 (paper)': 'posterior_ctm_contour_sigma128_2000_pc500_cpu.json',
     'snr 0.8': 'posterior_ctm_contour_sigma128_2000_pc500_snr0.8_cpu.json',
 }
 
@@ -28,7 +28,7 @@ def test_snr_table_matches_its_result_files(label):
   rows = table_rows(RESULTS_MD, '| CTM contour, sigma_max 128, step 2000, 30 test images |')
   assert set(SNR_ROWS) <= set(rows)
   nfe, per_seed, mean_cell, gap, mae, ssim, avg4, var_mse, calib = rows[label]
-  d, ref = _load(SNR_ROWS[label]), _load(SNR_ROWS['snr 0.4 (paper; session 17)'])
+  d, ref = _load(SNR_ROWS[label]), _load(SNR_ROWS['snr 0.4 (paper)'])
   assert d['seeds'] == ref['seeds'] == [42, 43, 44, 45]
   assert d['n_images'] == 30 and d['checkpoint_step'] == 2000
   assert d['workdir'] == ref['workdir']  # the same model for every row
@@ -59,18 +59,18 @@ def test_snr_table_matches_its_result_files(label):
   assert float(calib) == _rounded(d['spread']['calibration'], calib)
 
 
-def test_snr_table_unet_row_is_the_four_unet_runs():
+def test_snr_table_unet_row_is_the_unet_runs():
   rows = table_rows(RESULTS_MD, '| CTM contour, sigma_max 128, step 2000, 30 test images |')
-  cells = rows['U-Net contour, four runs']
+  cells = rows['U-Net contour, three runs']
   m, s = mean_std(cells[2])
-  psnr = np.asarray(plot_runs.collect()['unet_psnr'])  # Table I's run and three more
-  assert len(psnr) == 4
+  psnr = np.asarray(plot_runs.collect()['unet_psnr'])  # the runs with a result file
+  assert len(psnr) == 3
   assert (m, s) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
 
 
 def test_data_version_demo_table_matches_its_result_file():
   rows = table_rows(RESULTS_MD, '| seed | knee_drr 1.0.0 | knee_drr 1.1.0 | 1.1.0 - 1.0.0 |')
-  runs = _load('demo_data_versions_s19_cpu.json')['runs']
+  runs = _load('demo_data_versions_epyc_cpu.json')['runs']
   psnr = {(r['seed'], r['data'].split(':')[1]): r for r in runs}
   assert len(psnr) == 6 and {r['n'] for r in runs} == {30}
   old, new = [], []
@@ -90,10 +90,10 @@ def test_data_version_demo_table_matches_its_result_file():
 
 
 def test_table_one_on_data_version_1_1_0_matches_its_result_file():
-  """Session 20's Table I rerun: each cell from the per-image values (std ddof=0, as
+  """Table I on knee_drr 1.1.0: each cell from the per-image values (std ddof=0, as
   report.py), a blank cell exactly where no model was evaluated."""
   rows = table_rows(RESULTS_MD, '| method (knee_drr 1.1.0) | contour MAE |')
-  result = _load('table1_v1.1.0_s20_cpu.json')
+  result = _load('table1_v1.1.0_cpu.json')
   got = {(r['metrics']['method'], r['metrics']['condition']): r['metrics']
          for r in result['runs'] if 'metrics' in r}
   assert {r['metrics']['data'] for r in result['runs'] if 'metrics' in r} == {
@@ -154,11 +154,11 @@ FAST_MODELS = [('ctm', 'contour_bone'), ('csm', 'contour'), ('csm', 'contour_bon
 
 @pytest.mark.parametrize('method, condition', FAST_MODELS)
 def test_fast_sampler_on_data_version_1_1_0_matches_its_result_files(method, condition):
-  """Session 21: --sampler=fast against PC N = 500 on the 1.1.0 Table I models."""
+  """--sampler=fast against PC N = 500 on the 1.1.0 Table I models (rerun bit for bit)."""
   rows = table_rows(RESULTS_MD, '| model (knee_drr 1.1.0, step 2000), sampler | NFE |')
   name = f"{method.upper()} {condition.replace('_', '+')}"
-  ref = _load(f'posterior_v1.1.0_s21_{method}_{condition}_pc500_cpu.json')
-  fast = _load(f'posterior_v1.1.0_s21_{method}_{condition}_fast_cpu.json')
+  ref = _load(f'posterior_v1.1.0_table1_{method}_{condition}_pc500_cpu.json')
+  fast = _load(f'posterior_v1.1.0_table1_{method}_{condition}_fast_cpu.json')
   assert (ref['setting'], fast['setting']) == ('pc:500', sampler_setting.FAST[method])
   assert (ref['nfe'], fast['nfe']) == (999, 49)
   assert fast['seeds'] == [42, 43, 44, 45] and ref['seeds'][0] == 42
@@ -171,11 +171,11 @@ def test_fast_sampler_on_data_version_1_1_0_matches_its_result_files(method, con
     _check_draws_row(rows[label][:8], d, ref_psnr, d is ref, condition)
 
 
-# Session 22's CSM table: row label -> (condition, file name part); the settings are checked
-# against what each label says.
-CSM_S22_ROWS = {
-    'contour+bone: PC N = 500 (paper)': ('contour_bone', 'pc500', 'pc:500'),
-    'contour+bone: PC N = 500 + preconditioner': ('contour_bone', 'pc500pre',
+# The CSM ablation table: row label -> (condition, file name part, setting); the settings
+# are checked against what each label says. Its N = 500 rows have two seeds.
+CSM_ABLATION_ROWS = {
+    'contour+bone: PC N = 500 (paper)': ('contour_bone', 'pc500_2seeds', 'pc:500'),
+    'contour+bone: PC N = 500 + preconditioner': ('contour_bone', 'pc500pre_2seeds',
                                                   'pc:500:pre=2.5,prew=4'),
     'contour+bone: `fast`': ('contour_bone', 'fast', None),
     'contour+bone: `fast` as pc:13, nc 3': ('contour_bone', 'nc3', None),
@@ -184,7 +184,7 @@ CSM_S22_ROWS = {
     'contour+bone: `fast`, t0 0.5': ('contour_bone', 't05', None),
     'contour+bone: `fast` without preconditioner': ('contour_bone', 'mom', None),
     'contour+bone: `fast` without preconditioner or momentum': ('contour_bone', 'plain', None),
-    'contour: PC N = 500 (paper)': ('contour', 'pc500', 'pc:500'),
+    'contour: PC N = 500 (paper)': ('contour', 'pc500_2seeds', 'pc:500'),
     'contour: `fast`': ('contour', 'fast', None),
     'contour: `fast` as pc:13, nc 3': ('contour', 'nc3', None),
     'contour: `fast`, snr 0.5': ('contour', 'snr05', None),
@@ -194,7 +194,7 @@ CSM_S22_ROWS = {
 
 
 def _fast_variant(name: str) -> str:
-  """The `fast` CSM string with the one change a session 22 row label names."""
+  """The `fast` CSM string with the one change an ablation row label names."""
   fast = sampler_setting.FAST['csm']
   return {'fast': fast, 'nc3': fast.replace('pc:17:', 'pc:13:').replace('nc=2', 'nc=3'),
           'snr05': fast.replace('snr=0.4', 'snr=0.5'), 't045': fast + ',t0=0.45',
@@ -202,14 +202,14 @@ def _fast_variant(name: str) -> str:
           'plain': fast.replace(',pre=2.5,prew=4', '').replace(',mom=0.8', '')}[name]
 
 
-@pytest.mark.parametrize('label', list(CSM_S22_ROWS))
+@pytest.mark.parametrize('label', list(CSM_ABLATION_ROWS))
 def test_csm_fast_bias_table_matches_its_result_files(label):
-  """Session 22: every cell of the row recomputed from its file (one CSM model)."""
+  """Every cell of the row recomputed from its file (one CSM model)."""
   rows = table_rows(RESULTS_MD, '| CSM (knee_drr 1.1.0, step 2000, Xeon host), condition')
-  assert set(rows) == set(CSM_S22_ROWS)
-  condition, name, setting = CSM_S22_ROWS[label]
-  d = _load(f'posterior_v1.1.0_s22_csm_{condition}_{name}_cpu.json')
-  ref = _load(f'posterior_v1.1.0_s22_csm_{condition}_pc500_cpu.json')
+  assert set(rows) == set(CSM_ABLATION_ROWS)
+  condition, name, setting = CSM_ABLATION_ROWS[label]
+  d = _load(f'posterior_v1.1.0_xeon_csm_{condition}_{name}_cpu.json')
+  ref = _load(f'posterior_v1.1.0_xeon_csm_{condition}_pc500_2seeds_cpu.json')
   assert d['setting'] == (setting or _fast_variant(name))
   assert (d['method'], d['condition'], d['checkpoint_step'], d['n_images'], d['split']) == (
       'csm', condition, 2000, 30, 'test')
@@ -217,32 +217,32 @@ def test_csm_fast_bias_table_matches_its_result_files(label):
   assert d['seeds'] == ([42, 43] if name.startswith('pc500') else [42, 43, 44, 45])
   assert d['nfe'] == (999 if name.startswith('pc500') else 49)
   _check_draws_row(rows[label][:8], d, np.asarray(ref['single_sample_psnr_per_seed']),
-                   name == 'pc500', condition)
+                   name == 'pc500_2seeds', condition)
   errors = rows[label][8]
   region = d['mean_error_by_region']
   assert [float(x) for x in errors.split('/')] == [
       _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
 
 
-# Session 23: RESULTS row label -> (condition, file name), the CSM files of sessions 22-23.
-CSM_S23_ROWS = {
-    'contour+bone: PC N = 500 (paper)': ('contour_bone', 's23_csm_contour_bone_pc500'),
-    'contour+bone: PC N = 500 + preconditioner': ('contour_bone', 's23_csm_contour_bone_pc500pre'),
-    'contour+bone: `fast`': ('contour_bone', 's22_csm_contour_bone_fast'),
-    'contour: PC N = 500 (paper)': ('contour', 's23_csm_contour_pc500'),
-    'contour: PC N = 500 + preconditioner': ('contour', 's23_csm_contour_pc500pre'),
-    'contour: `fast`': ('contour', 's22_csm_contour_fast'),
+# The four-seed CSM table: RESULTS row label -> (condition, file name part).
+CSM_FOUR_SEED_ROWS = {
+    'contour+bone: PC N = 500 (paper)': ('contour_bone', 'pc500'),
+    'contour+bone: PC N = 500 + preconditioner': ('contour_bone', 'pc500pre'),
+    'contour+bone: `fast`': ('contour_bone', 'fast'),
+    'contour: PC N = 500 (paper)': ('contour', 'pc500'),
+    'contour: PC N = 500 + preconditioner': ('contour', 'pc500pre'),
+    'contour: `fast`': ('contour', 'fast'),
 }
 
 
-@pytest.mark.parametrize('label', list(CSM_S23_ROWS))
+@pytest.mark.parametrize('label', list(CSM_FOUR_SEED_ROWS))
 def test_csm_four_seed_table_matches_its_result_files(label):
-  """Session 23: every cell, the paired gap from the per-seed PSNR of both files."""
+  """Every cell, the paired gap from the per-seed PSNR of both files."""
   rows = table_rows(RESULTS_MD, '| CSM (knee_drr 1.1.0, step 2000, Xeon host, seeds 42-45)')
-  assert set(rows) == set(CSM_S23_ROWS)
-  condition, name = CSM_S23_ROWS[label]
-  d = _load(f'posterior_v1.1.0_{name}_cpu.json')
-  ref = _load(f'posterior_v1.1.0_s23_csm_{condition}_pc500_cpu.json')
+  assert set(rows) == set(CSM_FOUR_SEED_ROWS)
+  condition, name = CSM_FOUR_SEED_ROWS[label]
+  d = _load(f'posterior_v1.1.0_xeon_csm_{condition}_{name}_cpu.json')
+  ref = _load(f'posterior_v1.1.0_xeon_csm_{condition}_pc500_cpu.json')
   assert (d['workdir'], d['condition'], d['seeds']) == (ref['workdir'], condition,
                                                         [42, 43, 44, 45])
   nfe, per_seed, mean_cell, gap, spread, calibration, errors = rows[label]
@@ -263,25 +263,24 @@ def test_csm_four_seed_table_matches_its_result_files(label):
       _rounded(region[k], '0.000') for k in ('bone', 'soft_tissue', 'air')]
 
 
-BIAS_S23_FILES = {'contour+bone': 'bias_maps_v1.1.0_s23_csm_ctm_contour_bone_cpu.json',
-                  'contour': 'bias_maps_v1.1.0_s23_csm_contour_cpu.json'}
-BIAS_S23_LABELS = {'pc:500': 'PC N = 500', 'pc:500:pre=2.5,prew=4':
-                   'PC N = 500 + preconditioner'}
+BIAS_FILES = {'contour+bone': 'bias_maps_v1.1.0_xeon_csm_ctm_contour_bone_cpu.json',
+              'contour': 'bias_maps_v1.1.0_xeon_csm_contour_cpu.json'}
+BIAS_LABELS = {'pc:500': 'PC N = 500', 'pc:500:pre=2.5,prew=4': 'PC N = 500 + preconditioner'}
 
 
 def test_distance_to_edge_table_matches_its_result_files():
-  """Session 23: every cell from benchmarks.bias_maps' files, whose draws are the
-  posterior_mean files' (their region errors agree)."""
+  """Every cell from experiments.bias_maps' files, whose draws are the posterior_mean
+  files' (their region errors agree)."""
   rows = table_rows(RESULTS_MD, '| condition: model, sampler (draws) | air > 3 px |')
   expected = {}
-  for condition, name in BIAS_S23_FILES.items():
+  for condition, name in BIAS_FILES.items():
     for f in _load(name)['files']:
       posterior = json.loads(read(f['path']))
       assert f['error_by_region'] == pytest.approx(posterior['mean_error_by_region'])
       assert f['seeds'] == posterior['seeds']
       method = posterior['method'].upper()
       fast = f['setting'] == sampler_setting.FAST[posterior['method']]
-      sampler = '`fast`' if fast else BIAS_S23_LABELS[f['setting']]
+      sampler = '`fast`' if fast else BIAS_LABELS[f['setting']]
       expected[f'{condition}: {method}, {sampler} ({len(f["seeds"])})'] = f
   assert set(rows) == set(expected) | {'pixels (of 122880)', 'truth (mean)'}
   bands = next(iter(expected.values()))['error_by_distance']
@@ -296,3 +295,49 @@ def test_distance_to_edge_table_matches_its_result_files():
     assert [float(x) for x in rows[label][:7]] == [round(b['error'], 3) for b in got]
     share = sum(b['sq_error_share'] for b in got[1:5])  # within 3 px: air and leg
     assert rows[label][7] == f'{round(100 * share)} %'
+
+
+def test_contour_only_runs_table_matches_its_result_files():
+  """The U-Net runs (std over images in a cell, over runs in the summary row) and the CTM's
+  four PC N = 500 draws per checkpoint (std over draws), each from its file."""
+  rows = table_rows(RESULTS_MD, '| contour only, knee_drr 1.0.0, 30 test images |')
+  unet = {'U-Net seed 42, step 4000': 'eval_unet_contour_4000_cpu.json',
+          'U-Net seed 44, step 2000': 'eval_unet_contour_seed44_cpu.json',
+          'U-Net seed 45, step 2000': 'eval_unet_contour_seed45_cpu.json'}
+  ctm = {(43, 8000): 'posterior_ctm_contour_seed43_8000_pc500_cpu.json',
+         (44, 8000): 'posterior_ctm_contour_seed44_8000_pc500_cpu.json',
+         (44, 16000): 'posterior_ctm_contour_seed44_16000_pc500_cpu.json'}
+  summary = 'U-Net, three runs: mean ± std over runs'
+  labels = {f'CTM seed {s}, step {n}, PC N = 500, four draws: mean ± std over draws': (s, n)
+            for s, n in ctm}
+  assert set(rows) == set(unet) | {summary} | set(labels)
+  runs = []
+  for label, name in unet.items():
+    d = _load(name)
+    psnr, mae, ssim, avg = rows[label]
+    assert d['method'] == 'unet' and d['condition'] == 'contour' and d['n'] == 30
+    assert mean_std(psnr) == (round(d['psnr_mean'], 2), round(d['psnr_std'], 2))
+    assert float(mae) == round(d['mae_mean'], 4) and float(ssim) == round(d['ssim_mean'], 3)
+    assert avg == ''
+    runs.append(d)
+  psnr = np.array([d['psnr_mean'] for d in runs])
+  assert mean_std(rows[summary][0]) == (round(psnr.mean(), 2), round(psnr.std(ddof=1), 2))
+  assert float(rows[summary][1]) == round(np.mean([d['mae_mean'] for d in runs]), 4)
+  assert float(rows[summary][2]) == round(np.mean([d['ssim_mean'] for d in runs]), 3)
+  assert list(plot_runs.collect()['unet_psnr']) == list(psnr)  # the plot's U-Net band
+  for label, (seed, step) in labels.items():
+    d = _load(ctm[seed, step])
+    assert (d['setting'], d['checkpoint_step'], d['n_images'], d['seeds'][0]) == (
+        'pc:500', step, 30, seed)
+    draws = np.asarray(d['single_sample_psnr_per_seed'], np.float64)
+    assert len(draws) == 4
+    psnr, mae, ssim, avg = rows[label]
+    assert mean_std(psnr) == (round(draws.mean(), 2), round(draws.std(ddof=1), 2))
+    means = d.get('single_sample_means_per_seed')
+    if means is None:  # written before per-seed MAE and SSIM were kept
+      assert mae == ssim == ''
+    else:
+      assert float(mae) == round(np.mean(means['mae']), 4)
+      assert float(ssim) == round(np.mean(means['ssim']), 3)
+    k = d['average_of_k']['k'].index(4)
+    assert float(avg) == round(d['average_of_k']['psnr'][k], 2)

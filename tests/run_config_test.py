@@ -5,10 +5,11 @@ import json
 import pytest
 
 from configs import default
+from score_sde_knee import methods
 from score_sde_knee import run_config
 
 
-@pytest.mark.parametrize('method', default.METHODS)
+@pytest.mark.parametrize('method', methods.NAMES)
 @pytest.mark.parametrize('scale', default.SCALES)
 def test_every_shipped_config_is_valid(method, scale):
   for condition in default.CONDITIONS:
@@ -21,8 +22,10 @@ def test_every_shipped_config_is_valid(method, scale):
                                  r"\('pc', 'heun', 'dpm2'\)"),
     ('method', 'ddpm', r"config\.method='ddpm': expected one of"),
     ('training.batch_size', 0, r'config\.training\.batch_size=0: expected a value >= 1\.'),
-    ('sampling.t0', 1.5, r'config\.sampling\.t0=1\.5: expected a value > 0\.0 and <= 1\.0'),
-    ('sampling.t0', 0.0, r'config\.sampling\.t0=0\.0: expected a value > 0\.0'),
+    ('sampling.t0', 1.5, r'config\.sampling\.t0=1\.5: expected a value > 0 and <= 1'),
+    ('sampling.t0', 0.0, r'config\.sampling\.t0=0\.0: expected a value > 0'),
+    ('sampling.snr', 'high', r"config\.sampling\.snr='high': expected a number"),
+    ('sampling.n_steps_each', -1, r'config\.sampling\.n_steps_each=-1: expected an integer >= 0'),
     ('optim.lr', 'fast', r"config\.optim\.lr='fast': expected a number"),
     ('eval.view_stride', 0, r'config\.eval\.view_stride=0'),
     ('sampling.s_churn', -1.0, r'config\.sampling\.s_churn=-1\.0: expected a value >= 0'),

@@ -27,14 +27,16 @@ import numpy as np
 import pytest
 
 from configs import default as default_config
+from score_sde_knee import sampler_setting
 from score_sde_knee import sampling
 from score_sde_knee import sde as sde_lib
+from score_sde_knee.sampler_setting import SamplerSettings
 import helpers
+from helpers import SDE, Z_TOL
 
-SDE = sde_lib.VESDE(sigma_min=0.01, sigma_max=5.0, num_scales=500)
 N = 500        # The paper's step count: the bias checked is the one that matters.
 S = 0.06       # Data std: mean +- 5 std stays inside [0, 1], so clipping is negligible.
-Z_TOL = 5.0    # Standard errors allowed.
+_means = helpers.means
 
 
 # The exact score of the test data N(m, S^2 I); s= and sde= override.
@@ -80,17 +82,14 @@ def _check_moments(x, m, delta_pred, std_pred):
   assert abs(centred.std() / std_pred - 1) < Z_TOL / np.sqrt(2 * n)
 
 
-def _means(shape):
-  return np.linspace(0.35, 0.65, int(np.prod(shape)), dtype=np.float32).reshape(shape)
-
-
-@pytest.mark.parametrize('order', sampling.ORDERS)
+@pytest.mark.parametrize('order', sampler_setting.ORDERS)
 def test_ctm_recovers_gaussian(order):
   batch, shape = 256, (4, 4, 4)  # n = 16384: std known to 0.55 %.
   m = _means(shape)
   cond = jnp.zeros((batch, 4, 4, 1))
   sample = jax.jit(lambda c, r: sampling.ctm_sample(
-      gaussian_score(m), SDE, c, r, channels=4, n_steps=N, snr=0.4, order=order))
+      gaussian_score(m), SDE, c, r, SamplerSettings(n_steps=N, snr=0.4, order=order),
+      channels=4))
   x = sample(cond, jax.random.key(0))
   assert x.shape == (batch, 4, 4, 4)
   delta, std = _moments(1.0, N, 0.4, order, SDE.sigma_max**2, -m)
@@ -108,22 +107,14 @@ def test_ancestral_predictor_on_a_coarse_grid(snr):
   m = _means(shape)
   cond = jnp.zeros((batch, 4, 4, 1))
   sample = jax.jit(lambda c, r: sampling.ctm_sample(
-      gaussian_score(m), SDE, c, r, channels=4, n_steps=n, snr=snr, predictor='ancestral'))
+      gaussian_score(m), SDE, c, r, SamplerSettings(n_steps=n, snr=snr, predictor='ancestral'),
+      channels=4))
   delta, std = _moments(1.0, n, snr, 'predictor_first', SDE.sigma_max**2, -m,
                         predictor='ancestral')
   _check_moments(sample(cond, jax.random.key(3)), m, delta, std)
   _, std_rd = _moments(1.0, n, snr, 'predictor_first', SDE.sigma_max**2, -m)
   assert abs(std / S - 1) < abs(std_rd / S - 1) - 0.1  # the point of the ancestral step
   assert snr == 0 or abs(std / S - 1) < 0.06
-
-
-def test_pc_grid():
-  np.testing.assert_allclose(sampling.pc_grid(0.4, 1e-3, 5), np.linspace(0.4, 1e-3, 5),
-                             rtol=1e-6)
-  np.testing.assert_allclose(sampling.pc_grid(0.4, 1e-3, 5, t_jump=0.6),
-                             np.linspace(0.4, 1e-3, 5), rtol=1e-6)  # no jump above t_start
-  np.testing.assert_allclose(sampling.pc_grid(1.0, 1e-3, 5, t_jump=0.5),
-                             [1.0, 0.5, 0.333667, 0.167333, 1e-3], rtol=1e-5)
 
 
 @pytest.mark.parametrize('snr', [0.0, 0.4])
@@ -137,8 +128,8 @@ def test_ancestral_jump_skips_the_empty_levels(snr):
   m = _means(shape)
   cond = jnp.zeros((batch, 4, 4, 1))
   sample = jax.jit(lambda c, r: sampling.ctm_sample(
-      gaussian_score(m), SDE, c, r, channels=4, n_steps=n, snr=snr, predictor='ancestral',
-      t_jump=jump))
+      gaussian_score(m), SDE, c, r,
+      SamplerSettings(n_steps=n, snr=snr, predictor='ancestral', t_jump=jump), channels=4))
   moments = functools.partial(_moments, 1.0, n, snr, 'predictor_first', SDE.sigma_max**2,
                               -m)
   delta, std = moments(predictor='ancestral', t_jump=jump)
@@ -161,7 +152,7 @@ def test_ctm_per_sample_step_recovers_gaussian():
   d = int(np.prod(shape))
   m = _means(shape)
   x = jax.jit(lambda c, r: sampling.ctm_sample(
-      gaussian_score(m), SDE, c, r, n_steps=N, per_sample_step=True))(
+      gaussian_score(m), SDE, c, r, SamplerSettings(n_steps=N, per_sample_step=True)))(
           jnp.zeros((batch,) + shape), jax.random.key(1))
   delta, std = _moments(1.0, N, 0.4, 'predictor_first', SDE.sigma_max**2, -m)
   dev = np.asarray(x, np.float64).reshape(batch, -1) - m.reshape(-1)
@@ -178,8 +169,8 @@ def test_csm_matches_gaussian_posterior(t0, n_corrector):
   batch, shape = 256, (4, 4, 4)
   m = _means(shape)
   y = np.where(np.arange(m.size).reshape(shape) % 3 == 0, 0.3, 0.7).astype(np.float32)
-  x = jax.jit(lambda c, r: sampling.csm_sample(gaussian_score(m), SDE, c, r, t0=t0,
-                                               n_steps=N, n_corrector=n_corrector))(
+  x = jax.jit(lambda c, r: sampling.csm_sample(
+      gaussian_score(m), SDE, c, r, SamplerSettings(t0=t0, n_steps=N, n_steps_each=n_corrector)))(
       jnp.broadcast_to(y, (batch,) + shape), jax.random.key(2))
   delta, std = _moments(t0, N, 0.4, 'predictor_first', float(SDE.sigma(t0)) ** 2, y - m,
                         n_corrector=n_corrector)
@@ -195,8 +186,8 @@ def test_csm_tiny_t0_returns_its_input():
   # sigma^2 / s^2 ~ 4e-4 of (y - m): the result is y + sigma(t0) z.
   batch, shape, t0 = 64, (8, 8, 1), 1e-4
   y = np.where(np.arange(64).reshape(shape) % 2 == 0, 0.25, 0.75).astype(np.float32)
-  x = jax.jit(lambda c, r: sampling.csm_sample(gaussian_score(0.5, s=0.5), SDE, c, r, t0=t0,
-                                               n_steps=50, n_corrector=0))(
+  x = jax.jit(lambda c, r: sampling.csm_sample(
+      gaussian_score(0.5, s=0.5), SDE, c, r, SamplerSettings(t0=t0, n_steps=50, n_steps_each=0)))(
       jnp.broadcast_to(y, (batch,) + shape), jax.random.key(3))
   dev = np.asarray(x, np.float64) - y
   sigma0 = float(SDE.sigma(t0))
@@ -209,7 +200,8 @@ def test_ctm_starts_from_the_prior_sample():
   sde = sde_lib.VESDE(sigma_min=0.01, sigma_max=0.3, num_scales=1)
   cond, rng = jnp.zeros((4, 8, 8, 1)), jax.random.key(4)
   got = jax.jit(lambda c, r: sampling.ctm_sample(lambda x, t, c: jnp.zeros_like(x), sde, c, r,
-                                                 channels=2))(cond, rng)
+                                                 SamplerSettings(n_steps=1), channels=2))(
+                                                     cond, rng)
   want = sde.prior_sampling(jax.random.split(rng)[0], (4, 8, 8, 2))
   np.testing.assert_allclose(np.asarray(got), np.clip(np.asarray(want), 0, 1), atol=1e-7)
   assert 0.2 < np.mean(np.asarray(got) > 0) < 0.8
@@ -217,53 +209,13 @@ def test_ctm_starts_from_the_prior_sample():
 
 def test_same_key_same_output_other_key_differs():
   m = _means((4, 4, 1))
-  sample = jax.jit(lambda c, r: sampling.ctm_sample(gaussian_score(m), SDE, c, r, n_steps=20))
+  sample = jax.jit(lambda c, r: sampling.ctm_sample(gaussian_score(m), SDE, c, r,
+                                                    SamplerSettings(n_steps=20)))
   cond = jnp.zeros((8, 4, 4, 1))
   a, b = sample(cond, jax.random.key(5)), sample(cond, jax.random.key(5))
   c = sample(cond, jax.random.key(6))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert np.abs(np.asarray(a) - np.asarray(c)).mean() > 0.01
-
-
-def _reference_pc(x0, m, s, sde, rng, n_steps, snr, n_corrector, order, per_sample,
-                  known=None):
-  """The documented recurrence in float64 numpy, with the sampler's documented noise.
-
-  known: (mask, values), reset as the module docstring's "Known pixels" says."""
-  ts = np.linspace(1.0, 1e-5, n_steps)
-  sig = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** ts
-  sig_next = np.append(sig[1:], 0.0)
-  x = np.asarray(x0, np.float64)
-  norm = lambda a: np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))
-
-  def reset(x, sigma, key):
-    if known is None:
-      return x
-    z = np.asarray(jax.random.normal(key, x.shape), np.float64)
-    return np.where(known[0], known[1] + sigma * z, x)
-
-  x = reset(x, sig[0], jax.random.fold_in(rng, n_steps + 1))
-  for i in range(n_steps):
-    key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
-    key_kc, key_kp = jax.random.split(jax.random.fold_in(rng, n_steps + 2 + i))
-    score = lambda x: -(x - m) / (s**2 + sig[i] ** 2)
-    n_c = 0 if (order == 'predictor_first' and i == 0) else n_corrector
-    for j in range(n_c):
-      z = np.asarray(jax.random.normal(jax.random.fold_in(key_c, j), x.shape), np.float64)
-      g = score(x)
-      if per_sample:
-        e = 2 * (snr * norm(z) / norm(g)) ** 2
-      else:
-        e = np.full(x.shape[0], 2 * (snr * norm(z).mean() / norm(g).mean()) ** 2)
-      e = e.reshape(-1, 1, 1, 1)
-      x = x + e * g + np.sqrt(2 * e) * z
-    if snr and n_corrector:
-      x = reset(x, sig[i], key_kc)
-    var = sig[i] ** 2 - sig_next[i] ** 2
-    x_mean = x + var * score(x)
-    z = np.asarray(jax.random.normal(key_p, x.shape), np.float64)
-    x = reset(x_mean + np.sqrt(var) * z, sig_next[i], key_kp)
-  return x_mean if known is None else np.where(known[0], known[1], x_mean)
 
 
 @pytest.mark.parametrize('order,per_sample,snr,n_corrector', [
@@ -276,15 +228,16 @@ def test_pc_sample_matches_float64_reference(order, per_sample, snr, n_corrector
   m, s = 0.3, 0.2
   rng = jax.random.key(7)
   x0 = np.asarray(jax.random.normal(jax.random.key(8), (3, 2, 2, 1))) * 2.0
+  settings = SamplerSettings(n_steps=7, snr=snr, n_steps_each=n_corrector, order=order,
+                             per_sample_step=per_sample)
   got = sampling.pc_sample(helpers.gaussian_score(m, s, sde), sde, jnp.asarray(x0), None, rng,
-                           snr=snr, n_corrector=n_corrector, order=order,
-                           per_sample_step=per_sample)
-  want = _reference_pc(x0, m, s, sde, rng, 7, snr, n_corrector if snr else 0, order,
+                           settings)
+  want = helpers.reference_pc(x0, m, s, sde, rng, 7, snr, n_corrector if snr else 0, order,
                        per_sample)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
   if snr:  # The two orders must differ, else this test could not tell them apart.
     other = 'corrector_first' if order == 'predictor_first' else 'predictor_first'
-    alt = _reference_pc(x0, m, s, sde, rng, 7, snr, n_corrector, other, per_sample)
+    alt = helpers.reference_pc(x0, m, s, sde, rng, 7, snr, n_corrector, other, per_sample)
     assert np.abs(alt - want).max() > 1e-3
 
 
@@ -302,14 +255,13 @@ def test_get_sampler_passes_config_fields(monkeypatch):
                            precond=0.2, precond_width=3.0, momentum=0.6, known_air=True,
                            air_margin=2)
     sampling.get_sampler(config, score_fn=score_fn)(cond, rng)
-    name, (fn, sde, c, r), kwargs = calls[-1]
-    assert name == method and fn is score_fn and c is cond and r is rng
+    name, (fn, sde, c, r, settings), kwargs = calls[-1]
+    assert name == method and fn is score_fn and c is cond and r is rng and not kwargs
     assert sde == sde_lib.VESDE(0.01, float(config.sde.sigma_max), 6)
-    want = dict(n_steps=6, snr=0.3, n_corrector=2, order='corrector_first',
-                per_sample_step=True, eps=1e-3, predictor='reverse_diffusion', t_jump=0.7,
-                precond=0.2, precond_width=3.0, momentum=0.6, known_air=True,
-                air_margin=2)
-    assert kwargs == (dict(want, t0=0.5) if method == 'csm' else want)
+    assert settings == SamplerSettings(
+        n_steps=6, snr=0.3, n_steps_each=2, order='corrector_first', per_sample_step=True,
+        t0=0.5, eps=1e-3, predictor='reverse_diffusion', t_jump=0.7, precond=0.2,
+        precond_width=3.0, momentum=0.6, known_air=True, air_margin=2)
   config = default_config.get_config('test', method='unet')
   unet = sampling.get_sampler(config, predict_fn=lambda c: 3.0 * c - 0.5)
   cond = jnp.linspace(0, 1, 16).reshape(1, 4, 4, 1)
@@ -326,24 +278,20 @@ def test_bad_arguments_raise():
   config.method = 'gan'
   with pytest.raises(ValueError, match='config.method'):
     sampling.get_sampler(config, score_fn=gaussian_score(0.5))
+  config = default_config.get_config('test', method='csm')
+  config.sampling.update(t0=1e-6, eps=1e-5)  # Valid settings, but t0 lies below eps.
+  with pytest.raises(ValueError, match='t_start'):
+    sampling.get_sampler(config, score_fn=gaussian_score(0.5))
   with pytest.raises(ValueError, match='t_start'):
     sampling.csm_sample(gaussian_score(0.5), SDE, jnp.zeros((1, 2, 2, 1)), jax.random.key(0),
-                        t0=1e-6)
-  with pytest.raises(ValueError, match=r't_jump must be in \(eps, 1\]'):
-    sampling.ctm_sample(gaussian_score(0.5), SDE, jnp.zeros((1, 2, 2, 1)), jax.random.key(0),
-                        eps=1e-3, t_jump=1e-3)
-  with pytest.raises(ValueError, match='precond_width=0'):
-    sampling.ctm_sample(gaussian_score(0.5), SDE, jnp.zeros((1, 2, 2, 1)), jax.random.key(0),
-                        precond=0.1, precond_width=0.0)
-  with pytest.raises(ValueError, match=r'momentum must be in \[0, 1\), got 1.0'):
-    sampling.ctm_sample(gaussian_score(0.5), SDE, jnp.zeros((1, 2, 2, 1)), jax.random.key(0),
-                        momentum=1.0)
+                        SamplerSettings(t0=1e-6))
 
 
 _SHARDED_SCRIPT = textwrap.dedent('''
     import json, jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     from score_sde_knee import sampling, sde as sde_lib
+    from score_sde_knee.sampler_setting import SamplerSettings as S
     assert jax.device_count() == 4, jax.devices()
     sde = sde_lib.VESDE(0.01, 5.0, 40)
     def score_fn(x, t, cond):  # Uses cond, so the condition's sharding matters.
@@ -353,10 +301,11 @@ _SHARDED_SCRIPT = textwrap.dedent('''
     rng = jax.random.key(2)
     def both(c, r):  # The batch-wide corrector step in all; known air in CSM; FFTs and
       k1, k2, k3 = jax.random.split(r, 3)  # momentum in the last.
-      return (sampling.ctm_sample(score_fn, sde, c, k1),
-              sampling.csm_sample(score_fn, sde, 0.5 * c, k2, known_air=True),
-              sampling.ctm_sample(score_fn, sde, c, k3, predictor='ancestral', t_jump=0.7,
-                                  precond=2.0, precond_width=2.0, momentum=0.7))
+      return (sampling.ctm_sample(score_fn, sde, c, k1, S(n_steps=40)),
+              sampling.csm_sample(score_fn, sde, 0.5 * c, k2, S(n_steps=40, known_air=True)),
+              sampling.ctm_sample(score_fn, sde, c, k3, S(
+                  n_steps=40, predictor='ancestral', t_jump=0.7, precond=2.0,
+                  precond_width=2.0, momentum=0.7)))
     one = jax.jit(both)(jax.device_put(cond, jax.devices()[0]), rng)
     out = {}
     for axis_type in (AxisType.Auto, AxisType.Explicit):

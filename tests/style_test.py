@@ -1,9 +1,11 @@
-"""The repository's Python against the project's rules: no deprecated JAX/Flax APIs, no
-name that is used but never defined (which only fails when that line runs, e.g. a script's
---help), and no line over 100 columns."""
+"""The repository against the project's rules: no deprecated JAX/Flax APIs, no name that is
+used but never defined (which only fails when that line runs, e.g. a script's --help), no
+line over 100 columns, and no text or file name that narrates how the project was built."""
 import os
 import re
+import subprocess
 
+import pytest
 from pyflakes import api as pyflakes_api
 from pyflakes import messages as pyflakes_messages
 from helpers import ROOT
@@ -18,7 +20,7 @@ DEPRECATED = {
     r'flax\.training\.' + r'checkpoints|from flax\.training import ' + r'checkpoints':
         'orbax-checkpoint',
 }
-FOLDERS = ('score_sde_knee', 'benchmarks', 'configs', 'datasets', 'tests')
+FOLDERS = ('score_sde_knee', 'benchmarks', 'experiments', 'configs', 'datasets', 'tests')
 
 
 def _python_files():
@@ -117,3 +119,69 @@ def test_the_check_finds_a_long_line():
 
 def test_no_line_over_100_columns():
   assert not _over_repository(_long_lines)
+
+
+# Words that tell how the work on the project was organised instead of describing the
+# project: numbered work periods, loans of machines, issue numbers, whether work was merged.
+# A reader cannot know what they referred to; name versions, dates, commands and machines.
+# Assembled from parts so that this file does not match itself.
+HISTORY_TEXT = re.compile('|'.join((
+    r'\bsess' + r'ions?\s+\d',  # a numbered work period, or a range of them
+    r'\ble' + r'ases?\b',  # a machine lent for a while
+    r'\biss' + r'ues?\s+#?\d',  # an issue number
+    r'\blan' + r'ded\b',  # "not merged"
+    r'\bwork' + r'place\b',
+    r'\bruns/s' + r'\d+/',  # a work folder named after a work period
+)), re.IGNORECASE)
+# In file names also a work period's short form, as in name_s12_cpu.json.
+HISTORY_NAME = re.compile(HISTORY_TEXT.pattern + r'|_s' + r'\d+[_.]|sess' + r'ion|\ble' + r'ase',
+                          re.IGNORECASE)
+
+
+def _history(text: str) -> list[str]:
+  return [m.group(0) for m in HISTORY_TEXT.finditer(text)]
+
+
+def test_the_history_patterns_catch_examples_and_pass_clean_text():
+  narrated = ['as measured in Sess' 'ion 26 (2026-12-04)', 'sess' 'ions 4-18',
+              'the first le' 'ase', 'leas' 'es of machines', 'iss' 'ue 5 item 3', 'not lan' 'ded',
+              'the work' 'place notes', 'workdir runs/s' '22/csm']
+  assert [bool(_history(s)) for s in narrated] == [True] * len(narrated)
+  clean = ('a pytest fixture with scope="session"', 'release notes', 'please rerun',
+           'a test session of pytest', 'the 1.1.0 release', 's1=(pa, pb)', 'runs/table/csm',
+           'an issue with the data', 'no leash')
+  assert [s for s in clean if _history(s)] == []
+  names = ['bias_maps_s' '23_csm_cpu.json', 'drr_s' '26.json', 'notes_sess' 'ion.md',
+           'le' 'ase_notes.md']
+  assert [bool(HISTORY_NAME.search(n)) for n in names] == [True] * len(names)
+  assert not any(HISTORY_NAME.search(n) for n in (
+      'posterior_v1.1.0_xeon_csm_contour_cpu.json', 'ctm_contour_seed44_16000_cpu.json',
+      'sampler_setting.py', 'release.md'))
+
+
+def _tracked_files() -> list[str]:
+  try:
+    out = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True,
+                         check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    pytest.skip('not a git checkout')
+  return [p for p in out.decode().split('\0') if p and os.path.isfile(os.path.join(ROOT, p))]
+
+
+def test_no_tracked_text_or_file_name_narrates_the_work():
+  paths = _tracked_files()
+  assert len(paths) > 100
+  found = [f'file name: {p}' for p in paths if HISTORY_NAME.search(os.path.basename(p))]
+  for p in paths:
+    with open(os.path.join(ROOT, p), 'rb') as f:
+      data = f.read()
+    if b'\0' in data:
+      continue  # binary
+    try:
+      text = data.decode('utf-8')
+    except UnicodeDecodeError:
+      continue
+    for i, line in enumerate(text.splitlines(), 1):
+      if hits := _history(line):
+        found.append(f'{p}:{i}: {", ".join(hits)}')
+  assert not found, '\n'.join(found)

@@ -1,12 +1,10 @@
-"""Training: the update against a float64 NumPy clip+Adam+EMA, and end-to-end runs of
-`train_and_evaluate` (stop on NaN, resume = one uninterrupted run, sample grid)."""
-import functools
+"""Training: end-to-end runs of `train_and_evaluate` (stop on NaN, resume = one
+uninterrupted run, sample grid); the update rule itself is in train_state_test.py."""
 import importlib.util
 import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,74 +12,6 @@ from configs import csm
 from configs import ctm
 from score_sde_knee import input_pipeline
 from score_sde_knee import train
-from score_sde_knee import train_state as ts
-
-
-# --- The update rule ---------------------------------------------------------------------
-
-
-def _toy_loss(params, batch, rng, train_mode):
-  """0.5 * mean over examples of ||w - x||^2: gradient w - mean(x)."""
-  del rng, train_mode
-  per_example = 0.5 * jnp.sum((params['w'][None] - batch['image']) ** 2, axis=-1)
-  return jnp.mean(per_example), {'per_example_loss': per_example}
-
-
-def _numpy_reference(w, batches, config):
-  """float64 clip_by_global_norm + Adam (bias-corrected) + warm-up + EMA with warm-up."""
-  o = config.optim
-  m = np.zeros_like(w)
-  v = np.zeros_like(w)
-  ema = w.copy()
-  out = []
-  for k, x in enumerate(batches):
-    g = w - x.mean(axis=0)
-    norm = np.linalg.norm(g)
-    g_c = g * min(1.0, o.grad_clip / norm)
-    m = o.beta1 * m + (1 - o.beta1) * g_c
-    v = o.beta2 * v + (1 - o.beta2) * g_c**2
-    m_hat = m / (1 - o.beta1 ** (k + 1))
-    v_hat = v / (1 - o.beta2 ** (k + 1))
-    lr = o.lr * min((k + 1) / o.warmup, 1.0)
-    w = w - lr * m_hat / (np.sqrt(v_hat) + o.eps)
-    decay = min(config.model.ema_rate, (1 + k) / (10 + k))  # EMA warm-up
-    ema = decay * ema + (1 - decay) * w
-    out.append((w.copy(), ema.copy(), norm, lr))
-  return out
-
-
-def test_train_step_matches_numpy_adam_with_clipping_warmup_and_ema():
-  config = ctm.get_config('test')
-  # ema_rate 0.15: the warm-up decides step 0, the rate steps 1-3.
-  config.optim.lr, config.optim.warmup, config.model.ema_rate = 0.1, 3, 0.15
-  rng = np.random.default_rng(0)
-  w0 = rng.normal(size=5)
-  batches = [rng.normal(size=(4, 5)) * s for s in (3.0, 0.1, 1.0, 2.0)]  # clipped or not
-  tx = ts.make_optimizer(config)
-  params = {'w': jnp.asarray(w0, jnp.float32)}
-  state = ts.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                        rng=jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(ts.train_step, loss_fn=_toy_loss, tx=tx,
-                                   schedule=ts.learning_rate_schedule(config),
-                                   ema_rate=config.model.ema_rate))
-  for k, (x, (w, ema, norm, lr)) in enumerate(zip(
-      batches, _numpy_reference(w0, batches, config))):
-    state, metrics = step(state, {'image': jnp.asarray(x, jnp.float32)})
-    assert int(state.step) == k + 1
-    np.testing.assert_allclose(state.params['w'], w, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state.ema_params['w'], ema, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(metrics['grad_norm'], norm, rtol=1e-5)
-    np.testing.assert_allclose(metrics['lr'], lr, rtol=1e-6)
-  assert set(metrics) == {'loss', 'grad_norm', 'lr'}  # per-example aux is not a metric
-
-
-def test_learning_rate_schedule_is_linear_warmup():
-  config = ctm.get_config('test')
-  config.optim.lr, config.optim.warmup = 2e-4, 5
-  schedule = ts.learning_rate_schedule(config)
-  got = [float(schedule(c)) for c in range(8)]
-  np.testing.assert_allclose(got, [2e-4 * min((c + 1) / 5, 1) for c in range(8)], rtol=1e-6)
 
 
 # --- train_and_evaluate ------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""The `knee_drr` TFDS data set (DESIGN 2.6). Importing the builder module registers it."""
+"""`knee_drr` (docs/design.md, "The knee_drr data set"); importing its builder registers it."""

@@ -3,7 +3,7 @@
 jaxlib 0.10 hands XLA:CPU's convolutions to YNNPACK by default. For NCSN++'s few-channel
 3x3 convolutions (16-32 channels at the cpu scale) XLA's own convolutions are faster: a
 cpu-scale training step 1.2-1.3x, a forward pass ~1.25x (`python -m benchmarks.xla_cpu_flags`,
-benchmarks/NOTES.md). Only the CPU backend reads the flag; GPU programs are unchanged.
+benchmarks/RESULTS.md). Only the CPU backend reads the flag; GPU programs are unchanged.
 
 XLA reads XLA_FLAGS once, when its first backend starts, so `configure()` must run before
 JAX's first computation (importing jax is fine). A user's own ynn_fusion_type setting wins:

@@ -1,4 +1,4 @@
-"""Real leg CT import (DESIGN 2.5): NIfTI, MetaImage, NRRD files and DICOM series directories.
+"""Real leg CT import (docs/design.md, "Real CTs"): NIfTI, MetaImage, NRRD, DICOM series.
 
 `load_ct` returns HU as float32 (z, y, x) on an isotropic grid in the LAS orientation: array
 axis 0 runs inferior -> superior (along the limb), axis 1 posterior -> anterior, axis 2

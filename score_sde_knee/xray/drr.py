@@ -1,6 +1,6 @@
 """From a CT volume in HU to the paper's training triple: DRR, contour, contour_bone.
 
-DESIGN 2.2-2.3: mu = mu_water (1 + HU/1000) with HU clamped at -1000; a DRR pixel is the
+design.md "Attenuation, DRR and masks": mu = mu_water (1 + max(HU, -1000)/1000); a DRR pixel is the
 line integral of mu (no exp()), all views of one volume divided by their common maximum and
 clipped to [0, 1]; contour = 0.5 [DRR > 0.1]; bone = the projection of the thresholded CT is
 > 0; contour_bone = contour + 0.5 bone, values exactly {0, 0.5, 1}.

@@ -1,4 +1,4 @@
-"""Circular cone-beam geometry of the DRRs (DESIGN 2.1), in mm and degrees.
+"""Circular cone-beam geometry of the DRRs (docs/geometry.md), in mm and degrees.
 
 World frame: x, y, z in mm with the isocentre at the origin; z is the limb's long axis
 (cranio-caudal, femur at +z). The source orbits in the plane z = 0:

@@ -1,4 +1,4 @@
-"""Procedural knee CT phantom: one patient per seed (DESIGN 2.4).
+"""Procedural knee CT phantom: one patient per seed (docs/design.md, "The procedural phantom").
 
 Frame (mm): z along the limb, 0 at the top of the tibial plateau, +z toward the hip; x
 medio-lateral (+x lateral); y antero-posterior (+y anterior). Arrays are (z, y, x) like
@@ -16,7 +16,7 @@ patella) by +flexion/2 about the ML axis through the condyles' centre
 = varus: hip and ankle medial of the knee). The condyles are placed in the tibia's frame, so
 the sampled joint gaps hold whatever the alignment. Soft tissue bends smoothly between the
 two. The fibular head sits at (+40, -13, -29) mm (lateral, posterior, below the plateau;
-DESIGN 2.4's +13 is posterior in its LPS-like frame). Texture is smooth lattice noise fixed
++13 in an LPS-like frame, where +y is posterior). Texture is smooth lattice noise fixed
 in world millimetres, so it does not depend on the voxel size.
 """
 import argparse
@@ -68,7 +68,7 @@ def _rot(flex_deg: float, varus_deg: float) -> np.ndarray:
 
 
 def sample_params(seed: int) -> dict:
-  """Draws one patient (DESIGN 2.4 table; `(male, female)` ranges, uniform unless noted)."""
+  """One patient: docs/design.md's phantom table, `(male, female)` ranges, uniform unless noted."""
   rng = np.random.default_rng(seed)
   male = bool(rng.random() < 0.5)
 
