@@ -258,7 +258,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if done is None:
       todo.append(b)
   bar = progress.Progress(n, f'eval {config.method}/{condition}', unit='image',
-                          done=sum(len(x['indices']) for x in batches if x is not None))
+                          done=sum(len(x['indices']) for x in batches if x is not None),
+                          quiet=jax.process_index() > 0)
   if todo:
     logging.info('eval %s/%s, checkpoint step %d: %d of %d batches to sample.',
                  config.method, condition, step, len(todo), num_batches)

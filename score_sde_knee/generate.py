@@ -238,7 +238,8 @@ def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out
   if writer:
     write_manifest()  # before any output: the settings of what `out` holds
   bar = progress.Progress(len(entries), f'sample {config.method}/{condition}',
-                          done=len(entries) - len(todo), unit='image')
+                          done=len(entries) - len(todo), unit='image',
+                          quiet=jax.process_index() > 0)
   sample = evaluate.jitted_sample_fn(config, mesh, per_example=True)
   dat = parallel.data_sharding(mesh)
   for start in range(0, len(todo), batch_size):

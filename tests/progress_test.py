@@ -153,3 +153,11 @@ def test_quiet_library_info_hides_jax_backend_probe_info_only(monkeypatch, jax_l
   progress.quiet_library_info()
   assert not jax_logger.isEnabledFor(logging.INFO)
   assert jax_logger.isEnabledFor(logging.WARNING)
+
+
+def test_a_quiet_bar_counts_but_prints_nothing():
+  out = io.StringIO()
+  bar = progress.Progress(3, 'eval', every=0, stream=out, quiet=True)
+  bar.update(2, force=True)
+  bar.update(1)
+  assert bar.done == 3 and out.getvalue() == ''

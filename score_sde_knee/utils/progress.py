@@ -27,8 +27,11 @@ class Progress:
   """
 
   def __init__(self, total: int, desc: str, *, done: int = 0, unit: str = 'it',
-               every: float = 5.0, stream=None):
+               every: float = 5.0, stream=None, quiet: bool = False):
+    # quiet: count but print nothing (the processes other than the first of a multi-host
+    # run, so that one line stands for the whole job).
     self.total, self.desc, self.unit, self.every = total, desc, unit, every
+    self.quiet = quiet
     self.done = self._start_done = done
     self._stream = stream or sys.stderr
     self._t0 = self._last = time.monotonic()
@@ -36,6 +39,8 @@ class Progress:
   def update(self, n: int = 1, force: bool = False) -> None:
     self.done += n
     now = time.monotonic()
+    if self.quiet:
+      return
     if force or self.done >= self.total or now - self._last >= self.every:
       self._last = now
       print(self.line(now), file=self._stream, flush=True)
