@@ -120,7 +120,7 @@ def test_shaft_canals_open_into_the_metaphyses(seed):
     assert hu.max() > 1200, (bone, hu.round())  # revision 1's cortical plug
   assert _ph(seed, 1.0).params['revision'] == phantom.REVISION == 2
   with pytest.raises(ValueError, match='revision must be one of'):
-    phantom.make_phantom(seed, spacing_mm=8.0, revision=3)
+    phantom.make_phantom(seed, spacing_mm=8.0, revision=4)
 
 
 def test_bone_above_threshold_soft_tissue_below():

@@ -28,3 +28,10 @@ def test_phantom_png(tmp_path):
   path = str(tmp_path / 'ph.png')
   preview.save_phantom_png(path, phantom.make_phantom(1, spacing_mm=8.0))
   assert os.listdir(tmp_path) == ['ph.png'] and os.path.getsize(path) > 1000
+
+
+def test_drr_comparison_png(tmp_path):
+  path = str(tmp_path / 'cmp.png')
+  phantom.main(['--seed', '1', '--spacing', '8', '--compare_png', path])
+  img = matplotlib.image.imread(path)
+  assert img.shape[0] > img.shape[1] and os.path.getsize(path) > 1000

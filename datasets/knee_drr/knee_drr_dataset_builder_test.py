@@ -72,7 +72,8 @@ def test_each_version_rebuilds_with_its_phantom_revision(tmp_path):
   versions = [str(v) for v in [kb.Builder.VERSION] + kb.Builder.SUPPORTED_VERSIONS]
   assert sorted(kb.Builder.PHANTOM_REVISION) == sorted(versions)
   assert kb.Builder.PHANTOM_REVISION[str(kb.Builder.VERSION)] == phantom.REVISION
-  from configs import default  # new runs train on the newest version
+  assert max(kb.Builder.PHANTOM_REVISION.values()) == max(phantom.REVISIONS)
+  from configs import default  # new runs train on the default version
   assert default.get_config('cpu').data.version == str(kb.Builder.VERSION)
   volumes, caches = {}, set()
   for v in versions:
@@ -85,3 +86,4 @@ def test_each_version_rebuilds_with_its_phantom_revision(tmp_path):
     caches.add(b._cache_dir())  # pylint: disable=protected-access
   assert len(caches) == len(versions)  # a version never reuses another's cached scans
   assert not np.array_equal(volumes['1.0.0'], volumes['1.1.0'])
+  assert not np.array_equal(volumes['1.1.0'], volumes['2.0.0'])

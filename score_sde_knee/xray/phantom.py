@@ -7,8 +7,10 @@ SimpleITK's GetArrayFromImage; voxel i along an axis of n voxels of size h sits 
 exactly 2x2x2 blocks of the 1 mm grid's. The leg frame is the world shifted by
 `params['offset_mm']`.
 
-Anatomy is a union of analytic primitives (ellipsoids, elliptic frustums, half-space clips;
-shapes.py) painted in order, each blended by a partial-volume occupancy: clip(0.5 - d / h,
+Revision 3 (knee_drr 2.0.0) takes its bones from real surfaces (phantom_mesh.py) and keeps
+the rest of this module: soft tissue, field, frame, offset and seeding. In revisions 1 and 2
+the anatomy is a union of analytic primitives (ellipsoids, elliptic frustums, half-space
+clips; shapes.py) painted in order, each blended by a partial-volume occupancy: clip(0.5 - d / h,
 0, 1) with d a first-order signed distance F / |grad F|. Bones are rigid: the tibia (with
 fibula) turns by -flexion/2 about the ML axis through the plateau centre, the femur (with
 patella) by +flexion/2 about the ML axis through the condyles' centre
@@ -26,6 +28,7 @@ import math
 
 import numpy as np
 
+from score_sde_knee.xray import phantom_mesh
 from score_sde_knee.xray import shapes
 
 
@@ -40,8 +43,10 @@ _NOISE_BONE_MM = 2.5
 #      across every shaft in the DRRs, which no real bone has.
 #   2: knee_drr 1.1.0. The canal reaches 5 mm into the metaphysis: trabecular bone turns
 #      into marrow with no cortical plug between them.
+#   3: knee_drr 2.0.0. Real human bone surfaces (phantom_mesh.py) in revision 2's soft
+#      tissue, field, frame, seeding and partial-volume edges.
 REVISION = 2
-REVISIONS = (1, 2)
+REVISIONS = (1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +272,23 @@ def _derived(p: dict) -> dict:
               femur_pivot=[0.0, -0.1 * cap, (p['gap_medial'] + p['gap_lateral']) / 2 + cc])
 
 
+def _mesh_patient(p: dict, seed: int) -> dict:
+  """Revision 3: revision 2's patient with the mesh bones' draws, and the soft tissue's
+  envelope widened where it must cover those bones (skin and half the fat over them)."""
+  p = dict(p, **phantom_mesh.sample_params(seed, p))
+  bones = phantom_mesh.place_bones(p)
+  v = np.concatenate([t.reshape(-1, 3) for t in bones.values()])
+  cover = p['skin'] + 0.5 * p['fat']
+  knee = v[np.abs(v[:, 2]) < 40 * p['scale']]
+  p['notch'] = 0.0
+  p['condyle_ml'] = float(np.abs(knee[:, 0]).max()) + cover - 8
+  p['_patella_front'] = float(bones['patella'][..., 1].max()) + cover + 4 * p['scale'] - 6
+  shin = v[v[:, 2] < -60 * p['scale']]
+  p['tibia_ap'] = 2 * (float(shin[:, 1].max()) + cover - 4 * p['scale'])
+  p['_bones'] = bones
+  return p
+
+
 def make_phantom(seed: int, *, spacing_mm: float = 1.0,
                  shape_mm: tuple[float, float, float] = DEFAULT_SHAPE_MM,
                  revision: int = REVISION) -> Phantom:
@@ -287,8 +309,15 @@ def make_phantom(seed: int, *, spacing_mm: float = 1.0,
   rng = np.random.default_rng(p['noise_seed'])
   soft = shapes.Noise(rng, shape_mm, _NOISE_SOFT_MM)
   bone = shapes.Noise(rng, shape_mm, _NOISE_BONE_MM)
-  hu = _soft_tissue(p, g, soft)
-  _bones(p, g, hu, bone, revision)
+  if revision == 3:
+    p = _mesh_patient(p, seed)
+    hu = _soft_tissue(p, g, soft)
+    # Trabecular texture at about the scale of trabecular spacing, then a coarser swell.
+    fine = shapes.Noise(rng, shape_mm, 1.2)
+    phantom_mesh.paint_bones(p, g, hu, p.pop('_bones'), fine, bone)
+  else:
+    hu = _soft_tissue(p, g, soft)
+    _bones(p, g, hu, bone, revision)
   params = {k.lstrip('_'): v for k, v in p.items()}
   params['revision'] = revision
   h = float(spacing_mm)
@@ -301,8 +330,11 @@ def main(argv=None) -> None:
   ap.add_argument('--out', help='NIfTI path (.nii.gz / .nii; any SimpleITK extension)')
   ap.add_argument('--spacing', type=float, default=1.0, help='voxel size in mm')
   ap.add_argument('--png', help='quick-look PNG path')
+  ap.add_argument('--revision', type=int, default=REVISION, choices=REVISIONS)
+  ap.add_argument('--compare_png', help='PNG of AP and lateral DRRs of this seed in '
+                  'revision 2 (knee_drr 1.1.0) and 3 (knee_drr 2.0.0), side by side')
   args = ap.parse_args(argv)
-  ph = make_phantom(args.seed, spacing_mm=args.spacing)
+  ph = make_phantom(args.seed, spacing_mm=args.spacing, revision=args.revision)
   print(json.dumps(ph.params, indent=1, sort_keys=True))
   if args.out:
     from score_sde_knee.xray import ct_io  # pylint: disable=g-import-not-at-top
@@ -310,6 +342,12 @@ def main(argv=None) -> None:
   if args.png:
     from score_sde_knee.xray import preview  # pylint: disable=g-import-not-at-top
     preview.save_phantom_png(args.png, ph)
+  if args.compare_png:
+    from score_sde_knee.xray import preview  # pylint: disable=g-import-not-at-top
+    preview.save_drr_comparison(args.compare_png, {
+        f'knee_drr {v} (phantom revision {r})': make_phantom(
+            args.seed, spacing_mm=args.spacing, revision=r)
+        for v, r in (('1.1.0', 2), ('2.0.0', 3))})
 
 
 if __name__ == '__main__':

@@ -38,3 +38,28 @@ def save_phantom_png(path: str, phantom) -> None:
   with files.atomic_path(path, '.png') as tmp:
     fig.savefig(tmp, dpi=80)
   plt.close(fig)
+
+
+def save_drr_comparison(path: str, phantoms: dict) -> None:
+  """AP (0 deg) and lateral (90 deg) DRRs, 256 px, of each phantom.Phantom in `phantoms`
+  (title -> phantom; one column each), computed with drr.scan_volume straight from them."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.xray import drr  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.xray import geometry  # pylint: disable=g-import-not-at-top
+  n = len(phantoms)
+  fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 9.4), squeeze=False)
+  for i, (title, ph) in enumerate(phantoms.items()):
+    scan = drr.scan_volume(ph.hu, ph.spacing_mm, geometry.ConeBeamGeometry(), [0.0, 90.0])
+    for j, view in enumerate(('AP, 0 deg', 'lateral, 90 deg')):
+      axes[j, i].imshow(scan.image[j], cmap='gray', vmin=0, vmax=1)
+      axes[j, i].set_title(f'{title}: {view}', fontsize=9)
+      axes[j, i].axis('off')
+  first = next(iter(phantoms.values()))
+  fig.suptitle(f"Phantom seed {first.params['seed']}: DRRs, 256 x 256 px, "
+               f'{first.spacing_mm[0]:g} mm voxels', fontsize=10)
+  fig.tight_layout()
+  with files.atomic_path(path, '.png') as tmp:
+    fig.savefig(tmp, dpi=80)
+  plt.close(fig)
