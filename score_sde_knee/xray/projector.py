@@ -33,7 +33,8 @@ def project(volume, spacing_mm: Sequence[float],
             angles_deg: Sequence[float] | np.ndarray | None = None, *,
             offset_mm: Sequence[float] = (0.0, 0.0, 0.0),
             max_step_mm: float = 2.0,
-            view_chunk: int = 8) -> jax.Array:
+            view_chunk: int = 8,
+            skip_air: bool = True) -> jax.Array:
   """Line integrals of `volume` along the rays of a circular cone-beam scan.
 
   Args:
@@ -58,6 +59,10 @@ def project(volume, spacing_mm: Sequence[float],
     view_chunk: views processed together; only memory and speed depend on it, not the
       result. Working memory is about view_chunk * rows * cols * 8 bytes beyond three
       float32 copies of the volume (as given, transposed and padded, layers merged).
+    skip_air: skip the layers of pure air before and behind the object (the default). The
+      result is the same either way; False visits every layer with fixed loop bounds, so
+      that the map is a plain linear function of the volume that JAX can transpose and
+      reverse-differentiate (reconstruct.backproject uses it), at the cost of speed.
 
   Returns:
     (views, rows, cols) float32 line integrals (dimensionless: 1/mm times mm, no exp()),
@@ -67,7 +72,8 @@ def project(volume, spacing_mm: Sequence[float],
     interpolation in the layer; outside the volume the attenuation is 0.
 
   May be called inside jax.jit with a traced volume (geometry and angles stay static);
-  not reverse-differentiable, since the loop over layers has data-dependent bounds.
+  reverse-differentiable only with skip_air=False, since skipping air gives the loop over
+  layers data-dependent bounds.
 
   Raises:
     ValueError: on a volume that is not 3-D, non-positive spacing, non-finite offsets or
@@ -127,8 +133,9 @@ def project(volume, spacing_mm: Sequence[float],
                             jnp.asarray(v, jnp.float32),
                             jnp.float32(geometry.source_to_detector_mm),
                             merge=max(1, int(max_step_mm / da + 1e-6)),
-                            chunk=int(min(view_chunk, index.size)))
-    out = out.at[index].set(images)
+                            chunk=int(min(view_chunk, index.size)),
+                            skip_air=bool(skip_air))
+    out = out.at[index].set(images, unique_indices=True)  # Unique: transposable.
   return out
 
 
@@ -147,9 +154,10 @@ def _triple(name: str, values, positive: bool) -> tuple[float, float, float]:
   return triple
 
 
-@functools.partial(jax.jit, static_argnames=('merge', 'chunk'))
+@functools.partial(jax.jit, static_argnames=('merge', 'chunk', 'skip_air'))
 def _project_group(slab: jax.Array, params: jax.Array, grid: jax.Array, u: jax.Array,
-                   v: jax.Array, sdd: jax.Array, *, merge: int, chunk: int) -> jax.Array:
+                   v: jax.Array, sdd: jax.Array, *, merge: int, chunk: int,
+                   skip_air: bool = True) -> jax.Array:
   """Views that step along one horizontal axis a (y or x; b is the other one).
 
   slab: (na, nb, nz), the volume with the stepping axis first and z last so that z-lines
@@ -172,16 +180,20 @@ def _project_group(slab: jax.Array, params: jax.Array, grid: jax.Array, u: jax.A
   grid = grid.at[0].add(0.5 * (merge - 1) * grid[1]).at[1].multiply(float(merge))
   # Layers of pure air add nothing: the loop runs from the first to the last layer with
   # any non-zero voxel (data-dependent bounds need no recompilation).
-  occupied = jnp.any(slab != 0, axis=(1, 2))
-  first = jnp.argmax(occupied)
-  stop = jnp.where(jnp.any(occupied), slab.shape[0] - jnp.argmax(occupied[::-1]), first)
+  if skip_air:
+    occupied = jnp.any(slab != 0, axis=(1, 2))
+    first = jnp.argmax(occupied)
+    stop = jnp.where(jnp.any(occupied), slab.shape[0] - jnp.argmax(occupied[::-1]), first)
+  else:
+    first, stop = None, None  # Every layer, as a scan over them (see _project_view).
   view_fn = jax.vmap(functools.partial(_project_view, slab, first, stop, grid, u, v, sdd))
   images = lax.map(view_fn, padded.reshape(num_chunks, chunk, 6))
   return images.reshape(num_chunks * chunk, v.shape[0], u.shape[0])[:num_views]
 
 
 def _project_view(slab, first, stop, grid, u, v, sdd, p):
-  """One view's (rows, cols) image from layers [first, stop) of the padded slab."""
+  """One view's (rows, cols) image from layers [first, stop) of the padded slab, or from
+  all of them with first = stop = None."""
   src_a, src_b, ed_a, ed_b, eu_a, eu_b = (p[i] for i in range(6))
   a0, step_a, b0, step_b, z0, step_z = (grid[i] for i in range(6))
   # Direction source -> pixel (unnormalised, reaching the detector at t = 1); a column's
@@ -193,8 +205,7 @@ def _project_view(slab, first, stop, grid, u, v, sdd, p):
   vz = v / step_z
   z_shift = 1.0 - z0 / step_z  # z index (in the padded slab) = t * vz + z_shift.
 
-  def layer(index, acc):
-    sl = lax.dynamic_index_in_dim(slab, index, keepdims=False)  # (nb + 2, nz + 2)
+  def layer(index, acc, sl):  # sl: layer `index` of the slab, (nb + 2, nz + 2).
     plane = a0 + step_a * index.astype(jnp.float32)
     t = (plane - src_a) / d_a  # (cols,) ray parameter where each column crosses the layer.
     b = (src_b + t * d_b - b0) / step_b + 1.0
@@ -213,7 +224,15 @@ def _project_view(slab, first, stop, grid, u, v, sdd, p):
     hi = jnp.take_along_axis(lines, k + 1, axis=1, mode='promise_in_bounds')
     return acc + lo + (hi - lo) * (z - z_lo)
 
-  acc = lax.fori_loop(first, stop, layer, jnp.zeros((u.shape[0], v.shape[0]), jnp.float32))
+  acc = jnp.zeros((u.shape[0], v.shape[0]), jnp.float32)
+  if first is None:
+    # Layers as the scan's input: its transpose emits each layer's cotangent as an output,
+    # instead of adding a whole-volume update per layer to a carried cotangent.
+    indices = jnp.arange(slab.shape[0], dtype=jnp.int32)
+    acc, _ = lax.scan(lambda a, x: (layer(x[0], a, x[1]), None), acc, (indices, slab))
+  else:
+    acc = lax.fori_loop(first, stop, lambda index, a: layer(
+        index, a, lax.dynamic_index_in_dim(slab, index, keepdims=False)), acc)
   # Length of ray between consecutive layers: step_a * |d| / |d_a|.
   length = step_a * jnp.sqrt(d_a[:, None] ** 2 + d_b[:, None] ** 2 + v[None, :] ** 2) / (
       jnp.abs(d_a[:, None]))
