@@ -75,7 +75,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                "bone surfaces of a real adult leg (Rajagopal et al. 2016), smoothed, "
                'deformed per patient and posed by the model\'s knee (flexion 0-15 deg), '
                'with cortex, trabecular texture and marrow laid out by depth below the '
-               'surface. ct_256 is unchanged.',
+               'surface. ct_256: the scanner table is removed and each leg is its own '
+               'patient, centred on the orbit (<case>_left and <case>_right for a CT of '
+               'both legs, in the same split).',
   }
   # knee_drr version -> phantom.make_phantom's revision.
   PHANTOM_REVISION = {'1.0.0': 1, '1.1.0': 2, '2.0.0': 3}
@@ -101,7 +103,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       manual_dir/case004/            a folder holding one DICOM series
   Each volume is read in HU (DICOM rescale applied), resampled to 1 mm isotropic voxels and
   oriented with z along the leg; the knee should be near the volume's centre. Cases are
-  sorted by name and split 9:1:1 by case.
+  sorted by name and split 9:1:1 by case. From version 2.0.0 on, the scanner table is
+  removed and each leg is centred on the orbit; a CT of both legs gives two patients,
+  <case>_left and <case>_right, which stay in the same split.
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -143,15 +147,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     ct = ct_io.load_ct(what, spacing_mm=cfg.spacing_mm)
     return ct.hu, ct.spacing_mm
 
-  def _scan(self, patient_id: str, what, cache_dir: str) -> None:
-    """Scans one patient into cache_dir/<id>.npz unless an earlier run already did."""
+  def _split_legs(self) -> bool:
+    """ct_256 from 2.0.0 on: table removed, one centred patient per leg (xray/legs.py).
+    Earlier versions scan each CT as it is, so their data stay as they were built."""
+    return self.builder_config.source == 'ct' and self.version >= '2.0.0'
+
+  def _scan(self, patient_id: str, what, cache_dir: str) -> list[str]:
+    """Scans one case into cache_dir/<id>.npz unless an earlier run already did; returns
+    the patient ids it gave (one, or one per leg: see `_scan_legs`)."""
+    if self._split_legs():
+      return self._scan_legs(patient_id, what, cache_dir)
     path = os.path.join(cache_dir, f'{patient_id}.npz')
-    if os.path.exists(path):
-      return
+    if not os.path.exists(path):
+      self._write_scan(path, *self._volume(what))
+    return [patient_id]
+
+  def _scan_legs(self, case_id: str, path: str, cache_dir: str) -> list[str]:
+    """A CT of one leg keeps the case id; of two legs gives <id>_right and <id>_left.
+    <id>.legs.json, written last, lists them with the notes of what was done."""
+    done = os.path.join(cache_dir, f'{case_id}.legs.json')
+    if os.path.exists(done):
+      with open(done, encoding='utf-8') as f:
+        return json.load(f)['patients']
+    from score_sde_knee.xray import ct_io, legs  # SimpleITK only needed for real CTs.
+    cases = legs.split_legs(ct_io.load_ct(path, spacing_mm=self.builder_config.spacing_mm))
+    ids = [case_id if c.side == 'single' else f'{case_id}_{c.side}' for c in cases]
+    for pid, c in zip(ids, cases):
+      self._write_scan(os.path.join(cache_dir, f'{pid}.npz'), c.ct.hu, c.ct.spacing_mm)
+    files.write_json(done, {'source': path, 'patients': ids,
+                            'notes': {pid: c.ct.notes for pid, c in zip(ids, cases)}})
+    return ids
+
+  def _write_scan(self, path: str, hu: np.ndarray, spacing) -> None:
     cfg = self.builder_config
     geometry = geometry_lib.ConeBeamGeometry().with_detector(cfg.detector)
     angles = np.arange(cfg.num_views, dtype=np.float32) * (360.0 / cfg.num_views)
-    hu, spacing = self._volume(what)
     s = drr.scan_volume(hu, spacing, geometry, angles,
                         bone_threshold_hu=cfg.bone_threshold_hu)
     files.write_npz(path, image=s.image, contour=s.contour, contour_bone=s.contour_bone,
@@ -180,14 +210,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # Every scan is made once, in a fixed order, with progress, before any split is written.
     bar = progress.Progress(len(ids), f'knee_drr/{cfg.name}: scanning patients',
                             unit='patient', every=0.0)
-    for pid in ids:
-      self._scan(pid, patients[pid], cache_dir)
+    case_of = {}  # patient id -> the case (file) it comes from
+    for cid in ids:
+      for pid in self._scan(cid, patients[cid], cache_dir):
+        if pid in case_of:
+          raise ValueError(f'knee_drr config {cfg.name}: patient {pid} comes from both '
+                           f'{patients[case_of[pid]]} and {patients[cid]}; rename one')
+        case_of[pid] = cid
       bar.update()
+    pids = sorted(case_of)
     if cfg.split_by == 'patient':
-      split = {k: [(p, v) for p in v_ids for v in range(cfg.num_views)]
-               for k, v_ids in split_patients(ids, cfg.seed).items()}
+      # By case, not by leg: both legs of one person land in the same split.
+      split = {k: [(p, v) for p in pids if case_of[p] in set(c_ids)
+                   for v in range(cfg.num_views)]
+               for k, c_ids in split_patients(ids, cfg.seed).items()}
     else:
-      split = split_images(ids, cfg.num_views, cfg.seed)
+      split = split_images(pids, cfg.num_views, cfg.seed)
     return {k: self._generate_examples(cache_dir, split[k]) for k in _SPLITS}
 
   def _generate_examples(self, cache_dir, pairs):

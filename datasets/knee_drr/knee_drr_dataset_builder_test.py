@@ -1,4 +1,6 @@
 """knee_drr builder tests: TFDS's own checks on dummy data, plus determinism and splits."""
+import json
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -87,3 +89,34 @@ def test_each_version_rebuilds_with_its_phantom_revision(tmp_path):
   assert len(caches) == len(versions)  # a version never reuses another's cached scans
   assert not np.array_equal(volumes['1.0.0'], volumes['1.1.0'])
   assert not np.array_equal(volumes['1.1.0'], volumes['2.0.0'])
+
+
+def test_ct_of_two_legs_gives_two_patients_in_one_split(tmp_path):
+  import os
+  import shutil
+  from score_sde_knee.xray import ct_io
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  dummy = os.path.join(os.path.dirname(kb.__file__), 'dummy_data')
+  for name in ('case000.nii.gz', 'case001.nii.gz'):  # one leg each
+    shutil.copy(os.path.join(dummy, name), manual / name)
+  # Both legs (soft tissue, bone inside) on a 6 mm plate, 4 mm voxels, 160 mm long.
+  y, x = np.meshgrid(*[(np.arange(48) - 23.5) * 4.0] * 2, indexing='ij')
+  sl = np.where((y < -44) & (y > -50), 300.0, -1000.0)
+  for cx in (-45.0, 50.0):
+    sl[np.hypot(x - cx, y) <= 40] = 40.0
+    sl[np.hypot(x - cx, y) <= 12] = 800.0
+  ct_io.write_ct(str(manual / 'both.nii.gz'), np.repeat(sl[None], 40, 0), (4.0, 4.0, 4.0))
+  b = kb.Builder(config=TINY_CT, data_dir=str(tmp_path / 'data'), version='2.0.0')
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  split_of = {}
+  for split in ('train', 'validation', 'test'):
+    for ex in tfds.as_numpy(b.as_dataset(split=split)):
+      split_of.setdefault(ex['patient_id'].decode(), set()).add(split)
+  assert sorted(split_of) == ['both_left', 'both_right', 'case000', 'case001']
+  assert all(len(s) == 1 for s in split_of.values())
+  assert split_of['both_left'] == split_of['both_right']
+  legs_json = next((tmp_path / 'data' / 'knee_drr_cache').iterdir()) / 'both.legs.json'
+  notes = json.loads(legs_json.read_text())['notes']
+  assert any(n.startswith('table removed') for n in notes['both_left'])
+  assert 'left leg of a two-leg volume' in notes['both_left']
