@@ -9,6 +9,8 @@
 #   GPU_BUDGET_S  its seconds (default 500: the 256 px run trains for what its two
 #                 compiles, ~85-140 s each on an H200, leave of them)
 #   GPU_ARGS      more of its flags, e.g. "--scale test ..." for a trial on the CPU
+#   GPU_GRACE_S   seconds past the budget before the run is stopped (default 60; a trial
+#                 on a busy CPU compiles slower than the budget's reserve assumes)
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 if ! python3 -c 'import ml_collections' 2> /dev/null; then
@@ -24,7 +26,7 @@ print({m.__name__: m.__version__ for m in (jax, jaxlib, flax, optax, numpy)}); p
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 budget=${GPU_BUDGET_S:-500}
-timeout $((budget + 60)) python3 -m benchmarks.gpu_figures --out "$OUT" \
+timeout $((budget + ${GPU_GRACE_S:-60})) python3 -m benchmarks.gpu_figures --out "$OUT" \
   --parts "${GPU_PARTS:-run}" --phantoms 6 --budget_s "$budget" ${GPU_ARGS:-} 2>&1 |
   tee "$OUT/gpu_figures.log" | grep -v '^ '
 echo "gpu_figures rc ${PIPESTATUS[0]}"

@@ -115,7 +115,8 @@ def test_device_script_runs_its_part_and_writes_the_grid(tmp_path):
   out = tmp_path / 'out'
   out.mkdir()
   env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', OUT=str(out),
-             GPU_BUDGET_S='40', GPU_ARGS='--scale test --batch 4 --phantoms 2 --grid 2')
+             GPU_BUDGET_S='40', GPU_GRACE_S='400',
+             GPU_ARGS='--scale test --batch 4 --phantoms 2 --grid 2')
   p = subprocess.run(['bash', 'benchmarks/gpu_run.sh'], cwd=root, env=env,
                      capture_output=True, text=True, timeout=600, check=False)
   assert 'gpu_figures rc 0' in p.stdout, p.stdout + p.stderr
