@@ -57,6 +57,7 @@ step size, a mean over the whole batch. Jit with the batch sharded over a 1-D me
 the mean would be per shard (use per_sample_step=True there).
 """
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,17 @@ Array = jax.Array
 ScoreFn = Callable[[Array, Array, Array | None], Array]
 PredictFn = Callable[[Array], Array]
 SampleFn = Callable[[Array, Array], Array]
+
+
+class Projection(NamedTuple):
+  """A data-consistency step for pc_sample (multiview.py). At predictor step i, after
+  the score s at t_i, `apply(x, denoised, i, state) -> (x', state)` is handed x and its
+  denoised estimate x + sigma_i^2 s; for DiffusionMBIR's data consistency it replaces the
+  estimate by denoised' and returns x' = denoised' + (x - denoised), and the predictor
+  step continues from x' with the same score. `state` (init at the start, e.g. a
+  warm-start volume) goes from step to step."""
+  init: Any
+  apply: Callable[[Array, Array, Array, Any], tuple[Array, Any]]
 
 
 def _check_start(settings: SamplerSettings, t_start: float) -> None:
@@ -96,7 +108,8 @@ def langevin_corrector(score_fn: ScoreFn, cond: Array | None,
 
 def pc_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, x_init: Array, cond: Array | None,
               rng: Array, settings: SamplerSettings, *, t_start: float = 1.0,
-              known: tuple[Array, Array] | None = None) -> Array:
+              known: tuple[Array, Array] | None = None,
+              project: Projection | None = None) -> Array:
   """Predictor-corrector sampling of the reverse VE SDE from t_start down to settings.eps.
 
   Args:
@@ -109,6 +122,8 @@ def pc_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, x_init: Array, cond: Array 
     t_start: first time of the grid, in (eps, 1].
     known: (mask, values), each broadcastable to x: where mask is true the state is held
       at values plus noise of its level (sampling_variants.py); None = no known pixels.
+    project: a data-consistency step (Projection) on the denoised estimate of each
+      predictor step; None (the default) leaves the sampler as it was.
 
   Returns:
     (B, H, W, C) noise-free mean of the last predictor step (not clipped), x_init's dtype;
@@ -126,7 +141,7 @@ def pc_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, x_init: Array, cond: Array 
                langevin_corrector(score_fn, cond, s))
 
   def step(i, carry):
-    x, _, state = carry
+    x, _, state, moved = carry
     t = jnp.full((batch,), ts[i], dtype)
     key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
     if s.corrects:
@@ -137,21 +152,25 @@ def pc_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, x_init: Array, cond: Array 
       x = held.after_corrector(x, sigmas[i], i)
     var = sigmas[i] ** 2 - sigmas_next[i] ** 2
     score = score_fn(x, t, cond)
+    if project is not None:  # x moves with its denoised estimate (Projection).
+      x, moved = project.apply(x, x + sigmas[i] ** 2 * score, i, moved)
     state = corrector.finish(state, score)  # Ends an underdamped corrector's last step.
     x_mean = x + var * score
     std = jnp.sqrt(var)
     if s.predictor == 'ancestral':
       std = std * sigmas_next[i] / sigmas[i]
     x = held.after_predictor(x_mean + std * langevin.normal_like(key_p, x), sigmas_next[i], i)
-    return x, held.mean(x_mean), state
+    return x, held.mean(x_mean), state, moved
 
   x_init = held.start(x_init, sigmas[0])
-  _, x_mean, _ = jax.lax.fori_loop(0, s.n_steps, step, (x_init, x_init, corrector.init))
+  _, x_mean, _, _ = jax.lax.fori_loop(0, s.n_steps, step, (
+      x_init, x_init, corrector.init, None if project is None else project.init))
   return x_mean
 
 
 def ctm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, cond: Array, rng: Array,
-               settings: SamplerSettings, *, channels: int = 1) -> Array:
+               settings: SamplerSettings, *, channels: int = 1,
+               project: Projection | None = None) -> Array:
   """Conditional score model (paper Alg. 2): from the prior N(0, sigma_max^2 I) at t = 1.
 
   Args:
@@ -160,6 +179,7 @@ def ctm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, cond: Array, rng: Array,
     settings: as in pc_sample; settings.known_air holds the pixels outside the
       segmentation at air, 0 (sampling_variants.py).
     channels: image channels C of the sample.
+    project: as in pc_sample.
 
   Returns:
     (B, H, W, channels) images clipped to [0, 1].
@@ -169,12 +189,12 @@ def ctm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, cond: Array, rng: Array,
   # with explicit axes the loop state is sharded from the start.
   x = sde.sigma_max * langevin.normal_like(key_init, cond, cond.shape[:-1] + (channels,))
   x = pc_sample(score_fn, sde, x, cond, key_loop, settings, t_start=1.0,
-                known=variants.known_air(cond, settings))
+                known=variants.known_air(cond, settings), project=project)
   return jnp.clip(x, 0.0, 1.0)
 
 
 def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array,
-               settings: SamplerSettings) -> Array:
+               settings: SamplerSettings, *, project: Projection | None = None) -> Array:
   """Conditional sampling with an unconditional score (paper Alg. 1, SDEdit).
 
   The segmentation, perturbed to noise level sigma(settings.t0), is the starting point;
@@ -185,6 +205,7 @@ def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array
     contour: (B, H, W, C) segmentation with the image's channel count, values in [0, 1].
     settings: as in pc_sample, with the start time t0; settings.known_air holds the
       pixels outside the contour at air, 0 (sampling_variants.py).
+    project: as in pc_sample.
 
   Returns:
     (B, H, W, C) images clipped to [0, 1].
@@ -192,7 +213,7 @@ def csm_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, contour: Array, rng: Array
   key_init, key_loop = jax.random.split(rng)
   x = contour + sde.sigma(settings.t0) * langevin.normal_like(key_init, contour)
   x = pc_sample(score_fn, sde, x, None, key_loop, settings, t_start=settings.t0,
-                known=variants.known_air(contour, settings))
+                known=variants.known_air(contour, settings), project=project)
   return jnp.clip(x, 0.0, 1.0)
 
 
