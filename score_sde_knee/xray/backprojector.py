@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde_knee.xray import geometry as geometry_lib
+from score_sde_knee.xray import projector
 
 
 def transpose_of_project(sinogram: jax.Array, volume_shape: tuple[int, int, int],
@@ -30,28 +31,12 @@ def transpose_of_project(sinogram: jax.Array, volume_shape: tuple[int, int, int]
 
   sinogram: (len(angles_deg), rows, cols) float32. Returns (z, y, x) float32.
   """
-  nz, ny, nx = volume_shape
-  sz, sy, sx = spacing_mm
-  oz, oy, ox = offset_mm
-  theta = np.deg2rad(np.asarray(angles_deg, np.float64))
-  sin, cos = np.sin(theta), np.cos(theta)
-  r_src = geometry.source_to_isocentre_mm
-  along_y = np.abs(cos) >= np.abs(sin)
-  frames = {  # As in project: stepping axis a, other axis b, per-view source and rays.
-      True: (np.stack([-r_src * cos, r_src * sin, cos, -sin, sin, cos], axis=1),
-             (1, 2, 0), (oy, sy, ny), (ox, sx, nx)),
-      False: (np.stack([r_src * sin, -r_src * cos, -sin, cos, cos, sin], axis=1),
-              (2, 1, 0), (ox, sx, nx), (oy, sy, ny)),
-  }
   v, u = geometry.detector_coords_mm()
   volume = jnp.zeros(tuple(volume_shape), jnp.float32)
-  for key, (params, axes, (oa, da, na), (ob, db, nb)) in frames.items():
-    index = np.flatnonzero(along_y == key)
-    if index.size == 0:
-      continue
-    grid = np.array([oa - 0.5 * (na - 1) * da, da, ob - 0.5 * (nb - 1) * db, db,
-                     oz - 0.5 * (nz - 1) * sz, sz], np.float32)
-    slab = _transpose_group(sinogram[index], jnp.asarray(params[index], jnp.float32),
+  for index, params, axes, da, grid in projector.view_groups(
+      volume_shape, spacing_mm, offset_mm, geometry, np.asarray(angles_deg, np.float64)):
+    na, nb, nz = (volume_shape[i] for i in axes)
+    slab = _transpose_group(sinogram[index], jnp.asarray(params, jnp.float32),
                             jnp.asarray(grid), jnp.asarray(u, jnp.float32),
                             jnp.asarray(v, jnp.float32),
                             jnp.float32(geometry.source_to_detector_mm), shape=(na, nb, nz),

@@ -103,7 +103,35 @@ def project(volume, spacing_mm: Sequence[float],
     raise ValueError(f'project: angles_deg must be a non-empty 1-D list of finite degrees, '
                      f'got {angles_deg!r}')
 
-  nz, ny, nx = volume.shape
+  v, u = geometry.detector_coords_mm()
+  out = jnp.zeros((angles.size, geometry.detector_rows, geometry.detector_cols),
+                  jnp.float32)
+  for index, params, axes, da, grid in view_groups(volume.shape, (sz, sy, sx), (oz, oy, ox),
+                                                   geometry, angles):
+    # Transposed outside the jit so that both groups share one compilation when nx == ny.
+    images = _project_group(jnp.transpose(volume, axes),
+                            jnp.asarray(params, jnp.float32),
+                            jnp.asarray(grid), jnp.asarray(u, jnp.float32),
+                            jnp.asarray(v, jnp.float32),
+                            jnp.float32(geometry.source_to_detector_mm),
+                            merge=max(1, int(max_step_mm / da + 1e-6)),
+                            chunk=int(min(view_chunk, index.size)),
+                            skip_air=bool(skip_air))
+    out = out.at[index].set(images, unique_indices=True)  # Unique: transposable.
+  return out
+
+
+def view_groups(shape, spacing_mm, offset_mm, geometry: geometry_lib.ConeBeamGeometry,
+                angles: np.ndarray):
+  """The views in two groups by stepping axis, with what _project_group needs of each.
+
+  Yields (index of the group's views, per-view params (source a, b; beam a, b; column
+  direction a, b), axes that bring (z, y, x) into the group's (a, b, z) order, the
+  stepping axis' voxel size, the grid (first centre and step of a, b, z)).
+  """
+  nz, ny, nx = shape
+  sz, sy, sx = spacing_mm
+  oz, oy, ox = offset_mm
   theta = np.deg2rad(angles)
   sin, cos = np.sin(theta), np.cos(theta)
   r_src = geometry.source_to_isocentre_mm
@@ -117,26 +145,13 @@ def project(volume, spacing_mm: Sequence[float],
       False: (np.stack([r_src * sin, -r_src * cos, -sin, cos, cos, sin], axis=1),
               (2, 1, 0), (ox, sx, nx), (oy, sy, ny)),
   }
-  v, u = geometry.detector_coords_mm()
-  out = jnp.zeros((angles.size, geometry.detector_rows, geometry.detector_cols),
-                  jnp.float32)
   for key, (params, axes, (oa, da, na), (ob, db, nb)) in frames.items():
     index = np.flatnonzero(along_y == key)
     if index.size == 0:
       continue
     grid = np.array([oa - 0.5 * (na - 1) * da, da, ob - 0.5 * (nb - 1) * db, db,
                      oz - 0.5 * (nz - 1) * sz, sz], np.float32)
-    # Transposed outside the jit so that both groups share one compilation when nx == ny.
-    images = _project_group(jnp.transpose(volume, axes),
-                            jnp.asarray(params[index], jnp.float32),
-                            jnp.asarray(grid), jnp.asarray(u, jnp.float32),
-                            jnp.asarray(v, jnp.float32),
-                            jnp.float32(geometry.source_to_detector_mm),
-                            merge=max(1, int(max_step_mm / da + 1e-6)),
-                            chunk=int(min(view_chunk, index.size)),
-                            skip_air=bool(skip_air))
-    out = out.at[index].set(images, unique_indices=True)  # Unique: transposable.
-  return out
+    yield index, params[index], axes, da, grid
 
 
 def _triple(name: str, values, positive: bool) -> tuple[float, float, float]:
