@@ -141,7 +141,7 @@ def pc_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, x_init: Array, cond: Array 
                langevin_corrector(score_fn, cond, s))
 
   def step(i, carry):
-    x, _, state, moved = carry
+    x, _, state, proj_state = carry
     t = jnp.full((batch,), ts[i], dtype)
     key_p, key_c = jax.random.split(jax.random.fold_in(rng, i))
     if s.corrects:
@@ -153,14 +153,14 @@ def pc_sample(score_fn: ScoreFn, sde: sde_lib.VESDE, x_init: Array, cond: Array 
     var = sigmas[i] ** 2 - sigmas_next[i] ** 2
     score = score_fn(x, t, cond)
     if project is not None:  # x moves with its denoised estimate (Projection).
-      x, moved = project.apply(x, x + sigmas[i] ** 2 * score, i, moved)
+      x, proj_state = project.apply(x, x + sigmas[i] ** 2 * score, i, proj_state)
     state = corrector.finish(state, score)  # Ends an underdamped corrector's last step.
     x_mean = x + var * score
     std = jnp.sqrt(var)
     if s.predictor == 'ancestral':
       std = std * sigmas_next[i] / sigmas[i]
     x = held.after_predictor(x_mean + std * langevin.normal_like(key_p, x), sigmas_next[i], i)
-    return x, held.mean(x_mean), state, moved
+    return x, held.mean(x_mean), state, proj_state
 
   x_init = held.start(x_init, sigmas[0])
   _, x_mean, _, _ = jax.lax.fori_loop(0, s.n_steps, step, (
