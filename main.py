@@ -61,9 +61,6 @@ def _run(_):
   from score_sde_knee.utils import progress
   if not FLAGS.library_logs:
     progress.quiet_library_info()
-  # TensorFlow is only the input pipeline: keep it off the GPU so JAX has all its memory.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
   from score_sde_knee import parallel
   parallel.maybe_initialize_distributed()  # multi-host: before any other JAX call
   if FLAGS.mode == 'demo':

@@ -27,8 +27,8 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   d.version = '1.1.0'               # knee_drr version ('' = the newest the code builds).
   d.data_dir = ''                   # '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR).
   d.image_size = 256                # Images are resized (area) if the data set differs.
-  d.shuffle_buffer = 2000
-  d.prefetch = 2
+  d.prefetch = 2                    # batches read ahead by the Grain iterator
+  d.read_threads = 4                # Grain threads reading and resizing examples
 
   c.model = m = ml_collections.ConfigDict()
   m.nf = 64                         # Base channel count.
@@ -131,7 +131,6 @@ def _apply_scale(c: ml_collections.ConfigDict, scale: str) -> None:
     # Table I model. nf 32 costs ~2.7x more per step.
     c.data.builder_config = 'phantom_64'
     c.data.image_size = 64
-    c.data.shuffle_buffer = 1000
     c.model.nf = 16
     c.model.ch_mult = (1, 2, 2, 2)          # 64, 32, 16, 8
     c.model.num_res_blocks = 1
@@ -152,7 +151,6 @@ def _apply_scale(c: ml_collections.ConfigDict, scale: str) -> None:
     # Tiny: keeps the test suite fast. Not meant to learn anything.
     c.data.builder_config = 'phantom_64'
     c.data.image_size = 16
-    c.data.shuffle_buffer = 16
     c.model.nf = 8
     c.model.ch_mult = (1, 2)                # 16, 8
     c.model.num_res_blocks = 1

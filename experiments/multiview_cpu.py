@@ -40,7 +40,8 @@ def load_leg(config, patient: str | None, data_dir: str | None):
   import datasets.knee_drr.knee_drr_dataset_builder  # noqa: F401  Registers knee_drr.
   name = f'{config.data.name}/{config.data.builder_config}:{config.data.version}'
   views = {}
-  for ex in tfds.as_numpy(tfds.load(name, split='test', data_dir=data_dir or None)):
+  source = tfds.data_source(name, split='test', data_dir=data_dir or None)
+  for ex in (source[i] for i in range(len(source))):
     views.setdefault(ex['patient_id'].decode(), []).append(ex)
   pid = patient or sorted(views)[0]
   if pid not in views:

@@ -7,12 +7,18 @@ Two managers in the workdir:
                  a crash loses at most that many steps.
 A run resumes from whichever of the two holds the newest step. Only checkpoints whose
 step had a finite loss are written, so the newest is always a good one.
+
+Each checkpoint holds two items: `default`, the train state (the only item of checkpoints
+written before the data state was saved, which still restore), and `data`, the state of
+the Grain iterator that fed it (one JSON file per process), so that a resumed run reads on
+exactly where the interrupted one stopped.
 """
 import json
 import os
 from typing import Any
 
 from absl import logging
+import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -26,6 +32,9 @@ PREEMPTION_DIR = 'preemption'
 # What must match between a workdir's saved config and the config resuming it (the
 # checkpoints' meaning and shapes); anything else (e.g. num_train_steps) may change.
 _MUST_MATCH = ('method', 'condition', 'model', 'data.image_size')
+# The items of a checkpoint: 'default' is the name orbax gave the state when it was the
+# only item, so checkpoints written then restore unchanged.
+_STATE, _DATA = 'default', 'data'
 
 
 class Checkpoints:
@@ -34,15 +43,15 @@ class Checkpoints:
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     t = config.training
     self.workdir = workdir
-    # A declared handler lets item_metadata() read the stored shapes before a restore.
-    self.kept = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), KEPT_DIR),
-        item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, create=True))
-    self.preemption = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), PREEMPTION_DIR),
-        item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    # Declared handlers let item_metadata() read the stored shapes before a restore.
+    def manager(sub, keep):
+      return ocp.CheckpointManager(
+          os.path.join(os.path.abspath(workdir), sub),
+          item_handlers={_STATE: ocp.StandardCheckpointHandler(),
+                         _DATA: grain.checkpoint.CheckpointHandler()},
+          options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.kept = manager(KEPT_DIR, t.keep_checkpoints)
+    self.preemption = manager(PREEMPTION_DIR, 1)
     self.checkpoint_every = t.checkpoint_every
     self.preemption_every = t.preemption_every
     self.num_train_steps = t.num_train_steps
@@ -74,14 +83,29 @@ class Checkpoints:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     manager = self.kept if step in kept else self.preemption
     where = os.path.join(os.fspath(manager.directory), str(step))
-    _check_shapes(manager.item_metadata(step), abstract_state, where)
+    _check_shapes(manager.item_metadata(step)[_STATE], abstract_state, where)
     try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      state = manager.restore(step, args=ocp.args.Composite(
+          **{_STATE: ocp.args.StandardRestore(abstract_state)}))[_STATE]
     except ValueError as e:  # structure or dtype: orbax's message, with the checkpoint named
       raise ValueError(f'The checkpoint {where} does not fit this config\'s train state '
                        f'({e}). Was its config.json edited? Use another --workdir.') from None
     logging.info('Restored step %d from %s.', step, manager.directory)
     return state, step
+
+  def restore_data(self, step: int, iterator: Any) -> bool:
+    """Sets `iterator` (a Grain iterator) to the data state saved with checkpoint `step`.
+
+    Returns False, leaving the iterator as it is, when that checkpoint holds no data
+    state (written before it was saved, or by a run fed from another iterator).
+    """
+    manager = self.kept if step in self.kept.all_steps() else self.preemption
+    if not os.path.isdir(os.path.join(os.fspath(manager.directory), str(step), _DATA)):
+      return False
+    manager.restore(step, args=ocp.args.Composite(
+        **{_DATA: grain.checkpoint.CheckpointRestore(iterator)}))
+    logging.info('Restored the data iterator of step %d: %s.', step, iterator.get_state())
+    return True
 
   def due(self, step: int) -> bool:
     """Whether `maybe_save(step, ...)` writes a checkpoint."""
@@ -92,12 +116,19 @@ class Checkpoints:
     return (self.checkpoint_every > 0 and step % self.checkpoint_every == 0
             or step == self.num_train_steps)
 
-  def maybe_save(self, step: int, state: Any) -> None:
-    """Saves after update `step` when a kept or a preemption checkpoint is due."""
-    if self._kept_due(step):
-      self.kept.save(step, args=ocp.args.StandardSave(state), force=True)
-    elif self.due(step):
-      self.preemption.save(step, args=ocp.args.StandardSave(state), force=True)
+  def maybe_save(self, step: int, state: Any, data: Any = None) -> None:
+    """Saves after update `step` when a kept or a preemption checkpoint is due.
+
+    data: the iterator that fed the run; its state is saved beside the train state when
+      it has one (a Grain iterator: get_state / set_state).
+    """
+    if not self.due(step):
+      return
+    items = {_STATE: ocp.args.StandardSave(state)}
+    if hasattr(data, 'get_state'):
+      items[_DATA] = grain.checkpoint.CheckpointSave(data)
+    manager = self.kept if self._kept_due(step) else self.preemption
+    manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def close(self) -> None:
     """Waits for asynchronous saves to reach the disk."""

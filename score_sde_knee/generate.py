@@ -44,6 +44,7 @@ a contour mask says nothing of the bone, so contour_bone would be unknown. Open 
 `tfds.builder_from_directory(<tfds_dir>/knee_drr_synthetic/1.0.0)`.
 """
 import dataclasses
+import importlib.util
 import json
 import os
 from typing import Any
@@ -210,6 +211,11 @@ def generate(config: ml_collections.ConfigDict, workdir: str, *, masks: str, out
         f'{condition!r} (a contour mask says nothing of the bone). Use a contour_bone '
         'model' + ('' if methods.get(config.method).cond_input
                    else ', or --condition=contour_bone') + '.')
+  if tfds_dir and importlib.util.find_spec('tensorflow') is None:
+    # Writing a TFDS data set serializes tf.train.Example protos; reading it back does not.
+    raise ValueError('--export_tfds writes a TFDS data set, which needs TensorFlow '
+                     '(pip install the tensorflow-cpu of requirements.txt); sampling '
+                     'alone does not: drop --export_tfds, or install it.')
   batch_size = int(config.eval.batch_size)
   if batch_size <= 0 or batch_size % jax.device_count():
     raise ValueError(f'config.eval.batch_size={batch_size} must be a positive multiple of '
@@ -334,7 +340,9 @@ def knee_drr_features(size: int):
 def export_tfds(out: str, tfds_dir: str) -> str:
   """Stores the outputs listed in out/manifest.json as knee_drr_synthetic in tfds_dir.
 
-  Returns the data set's directory (for tfds.builder_from_directory).
+  Returns the data set's directory (for tfds.builder_from_directory), ArrayRecord as
+  knee_drr, so that `.as_data_source('train')` (Grain, no TensorFlow) and `.as_dataset`
+  both read it.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with open(os.path.join(out, MANIFEST)) as f:
@@ -363,6 +371,7 @@ def export_tfds(out: str, tfds_dir: str) -> str:
       name=SYNTHETIC_NAME, version='1.0.0', data_dir=tfds_dir,
       features=knee_drr_features(int(settings['image_size'])),
       split_datasets={'train': examples()}, disable_shuffling=True,
+      file_format='array_record',  # as knee_drr: tfds.data_source / Grain read it
       description=(f'Synthetic knee radiographs sampled by a {settings["method"]} model '
                    f'(checkpoint step {settings["checkpoint_step"]}, seed '
                    f'{settings["seed"]}) from contour_bone masks; features as knee_drr.'))

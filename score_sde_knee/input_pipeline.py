@@ -1,17 +1,20 @@
-"""tf.data input pipeline: per-host shards of `knee_drr`, as {'image', 'cond'} batches.
+"""Grain input pipeline over knee_drr's ArrayRecord files: per-host {'image', 'cond'} batches.
 
-Every host reads its own shard (`tfds.split_for_jax_process`) and yields its own share
-of the global batch, `config.training.batch_size // jax.process_count()` examples;
+No TensorFlow: `tfds.data_source` reads the ArrayRecord shards with random access and Grain
+shuffles, shards, batches and prefetches them.
+
+Every host reads its own contiguous shard of the split (the first n // hosts examples for
+host 0, and so on; the rest are dropped) and yields its own share of the global batch,
+`config.training.batch_size // jax.process_count()` examples;
 `parallel.global_batch_from_local` joins the shares.
 
-Resumable data order. The training stream is a function of the step, so a run resumed
-at step s sees exactly the batches an uninterrupted run would see from step s on:
-epoch e is the host's shard shuffled with a seed derived from (config.seed, e, host)
-(`reshuffle_each_iteration=False`, deterministic tf.data), epochs are concatenated,
-and a resume at step s starts at epoch s * b // n and skips (s * b) % n examples
-(b the per-host batch, n the shard size). Nothing is stored in the checkpoint, and the
-skip costs at most one epoch of reading. A batch may hold the end of one epoch and the
-start of the next.
+Resumable data order. The training stream is a `grain.MapDataset`: the host's shard,
+shuffled with a seed derived from (config.seed, host) and reshuffled every epoch, epochs
+concatenated, cut into batches. Batch i is a function of i alone (a batch may hold the end
+of one epoch and the start of the next), so a run resumed at step s sees exactly the batches
+an uninterrupted run would from step s on. The iterator's state (the index of the next
+batch) is saved with every checkpoint (`checkpointing.Checkpoints`) and restored from it;
+`create_datasets(start_step=s)` positions a fresh iterator at s, which is the same place.
 
 Arrays: 'image' (B, H, W, 1) float32 in [0, 1]; 'cond' (B, H, W, 1) float32, the
 config.condition segmentation with values {0, 0.5, 1} (fractional where an area resize
@@ -22,29 +25,28 @@ with both segmentations and the patient and angle of each image: what evaluation
 reports and sampling from the test masks use.
 """
 import dataclasses
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import grain
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from score_sde_knee import run_config
+from score_sde_knee.utils import resize
 
 Batch = dict[str, np.ndarray]
 
-# Seeds of epoch e on host h: seed * _SEED_MUL + e * _EPOCH_MUL + h (int64, no overflow
-# for any realistic seed).
+# The shuffle seed of host h: seed * _SEED_MUL + h (Grain reseeds every epoch from it).
 _SEED_MUL = 1_000_003
-_EPOCH_MUL = 7_919
 
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
   """What training reads.
 
-  train: infinite iterator of per-host batches, positioned at the requested step.
+  train: infinite iterator of per-host batches, positioned at the requested step; a Grain
+    iterator (get_state / set_state) when read from knee_drr, any iterator in tests.
   eval_batches: returns a fresh iterable of config.training.eval_batches per-host
     validation batches, the same ones every call (validation loss is comparable).
   num_train_examples: this host's shard size of the train split.
@@ -52,11 +54,6 @@ class Datasets:
   train: Iterator[Batch]
   eval_batches: Callable[[], Iterable[Batch]]
   num_train_examples: int
-
-
-def hide_gpus_from_tf() -> None:
-  """TensorFlow is only the data loader: keep it off the GPUs so JAX has all the memory."""
-  tf.config.set_visible_devices([], 'GPU')
 
 
 def create_datasets(config: ml_collections.ConfigDict, *, start_step: int = 0,
@@ -69,10 +66,9 @@ def create_datasets(config: ml_collections.ConfigDict, *, start_step: int = 0,
     start_step: the global step the first training batch is for (resume).
     process_index, process_count: this host and the number of hosts (default: JAX's).
   Raises:
-    FileNotFoundError: the data set has not been built.
+    FileNotFoundError: the data set has not been built, or was built as tfrecord.
     ValueError: the batch does not split over hosts, or a host's shard is empty.
   """
-  hide_gpus_from_tf()
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   batch = config.training.batch_size
@@ -81,49 +77,49 @@ def create_datasets(config: ml_collections.ConfigDict, *, start_step: int = 0,
                      f'of processes {process_count}.')
   per_host = batch // process_count
   builder = _builder(config)
-  train_split = tfds.split_for_jax_process('train', process_index=process_index,
-                                           process_count=process_count,
-                                           drop_remainder=True)
-  val_split = tfds.split_for_jax_process('validation', process_index=process_index,
-                                         process_count=process_count, drop_remainder=True)
-  train_base = _read(builder, train_split, config)
-  val_base = _read(builder, val_split, config)
-  n = _num_examples(train_base, f'{_name(config)} {train_split}')
-  if _num_examples(val_base, f'{val_split}') == 0:
-    raise ValueError(f'The validation split of {_name(config)} has no examples for host '
-                     f'{process_index} of {process_count}.')
-
-  train = train_stream(train_base, n, per_host=per_host, seed=config.seed,
-                       start_step=start_step, process_index=process_index,
-                       prefetch=config.data.prefetch,
-                       shuffle_buffer=config.data.shuffle_buffer)
-  val = (val_base.repeat().batch(per_host, drop_remainder=True)
-         .take(config.training.eval_batches).cache())
-  return Datasets(train=train.as_numpy_iterator(),
-                  eval_batches=val.as_numpy_iterator, num_train_examples=n)
+  preprocess = _preprocess_fn(config)
+  shards = {}
+  for split in ('train', 'validation'):
+    shards[split] = host_shard(_source(builder, split, config), process_index, process_count)
+    if not len(shards[split]):
+      raise ValueError(f'The {split} split of {_name(config)} has no examples for host '
+                       f'{process_index} of {process_count}.')
+  train = train_dataset(shards['train'], per_host=per_host, seed=config.seed,
+                        process_index=process_index).map(preprocess)
+  iterator = iter(train.to_iter_dataset(grain.ReadOptions(
+      num_threads=int(config.data.read_threads),
+      prefetch_buffer_size=int(config.data.prefetch))))
+  position(iterator, start_step)
+  val = (grain.MapDataset.source(shards['validation']).repeat()
+         .batch(per_host, drop_remainder=True).map(preprocess))
+  val_batches = [val[i] for i in range(config.training.eval_batches)]
+  return Datasets(train=iterator, eval_batches=lambda: iter(val_batches),
+                  num_train_examples=len(shards['train']))
 
 
-def train_stream(base: tf.data.Dataset, n: int, *, per_host: int, seed: int,
-                 start_step: int, process_index: int = 0, prefetch: int = 2,
-                 shuffle_buffer: int = 2000) -> tf.data.Dataset:
-  """The infinite, step-addressable training stream of per-host batches (see module doc).
+def host_shard(source: Sequence[Any], process_index: int,
+               process_count: int) -> grain.MapDataset:
+  """Host process_index's contiguous, equal share of source (the remainder dropped)."""
+  n = len(source) // process_count
+  return grain.MapDataset.source(source)[process_index * n:(process_index + 1) * n]
 
-  `base` must yield the same `n` examples in the same order every time it is iterated.
-  """
-  if n <= 0:
+
+def train_dataset(shard: grain.MapDataset, *, per_host: int, seed: int,
+                  process_index: int = 0) -> grain.MapDataset:
+  """The infinite, step-addressable training stream of per-host batches (see module doc):
+  element i is the batch of step i."""
+  if not len(shard):
     raise ValueError(f'The training shard of host {process_index} is empty.')
-  consumed = start_step * per_host
-  first_epoch, offset = divmod(consumed, n)
-  buffer = max(1, min(shuffle_buffer, n))
+  return (shard.shuffle(seed=seed * _SEED_MUL + process_index)
+          .repeat(reseed_each_epoch=True).batch(per_host, drop_remainder=True))
 
-  def epoch(e):
-    epoch_seed = (tf.constant(seed * _SEED_MUL + process_index, tf.int64)
-                  + tf.cast(e, tf.int64) * _EPOCH_MUL)
-    return base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
-  ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
-  ds = ds.skip(offset).batch(per_host, drop_remainder=True).prefetch(prefetch)
-  return ds.with_options(_options())
+def position(iterator: grain.DatasetIterator, step: int) -> None:
+  """Moves an iterator of `train_dataset` so that its next batch is the one of `step`."""
+  state = iterator.get_state()
+  if set(state) != {'next_index'}:  # Grain's state of an iterator over a MapDataset
+    raise RuntimeError(f'Unexpected Grain iterator state {state}: cannot position it.')
+  iterator.set_state({'next_index': int(step)})
 
 
 def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 0,
@@ -138,39 +134,31 @@ def load_split(config: ml_collections.ConfigDict, split: str, num_images: int = 
   config.data.image_size (area-resized as in training), 'patient_id' (n,) str,
   'angle_deg' (n,) float32.
   """
-  hide_gpus_from_tf()
-  name = _name(config)
-  builder = _builder(config)
-  if not builder.is_prepared():
-    raise _not_built(builder, config)
-  if split not in builder.info.splits:
-    raise ValueError(f'{name} has no split {split!r} (splits: {sorted(builder.info.splits)})')
-  # One pass, so no cache: TFDS' automatic one, cut short by take(), warned on every eval.
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          read_config=tfds.ReadConfig(options=_options(),
-                                                      try_autocache=False))
   stride = int(config.eval.view_stride if view_stride is None else view_stride)
   if stride < 1:
     raise ValueError(f'config.eval.view_stride={stride}: expected an integer >= 1.')
-  if num_images > 0 and stride == 1:
-    ds = ds.take(num_images)
-  size = int(config.data.image_size)
-  out = {k: [] for k in ('image', 'contour', 'contour_bone', 'patient_id', 'angle_deg')}
-  for ex in tfds.as_numpy(ds):
-    for k in ('image', 'contour', 'contour_bone'):
-      x = np.asarray(ex[k], np.float32)
-      if x.shape[:2] != (size, size):
-        x = tf.image.resize(x, (size, size), method='area').numpy()
-      out[k].append(x)
-    out['patient_id'].append(ex['patient_id'].decode())
-    out['angle_deg'].append(np.float32(ex['angle_deg']))
-  if not out['image']:
-    raise ValueError(f'The {split} split of {name} has no examples.')
-  out = {k: np.stack(v) if k != 'patient_id' else np.array(v) for k, v in out.items()}
+  source = _source(_builder(config), split, config)
+  if not len(source):
+    raise ValueError(f'The {split} split of {_name(config)} has no examples.')
+  examples = [source[i] for i in range(len(source))]
+  keep = np.arange(len(examples))
   if stride > 1:
-    keep = np.sort(_every_nth_view(out['patient_id'], out['angle_deg'], stride))
-    out = {k: v[keep[:num_images] if num_images > 0 else keep] for k, v in out.items()}
+    keep = np.sort(_every_nth_view(np.array([_text(ex['patient_id']) for ex in examples]),
+                                   np.array([ex['angle_deg'] for ex in examples], np.float32),
+                                   stride))
+  if num_images > 0:
+    keep = keep[:num_images]
+  size = int(config.data.image_size)
+  examples = [examples[i] for i in keep]
+  out = {k: np.stack([resize.area_resize(np.asarray(ex[k], np.float32), size)
+                      for ex in examples]) for k in ('image', 'contour', 'contour_bone')}
+  out['patient_id'] = np.array([_text(ex['patient_id']) for ex in examples])
+  out['angle_deg'] = np.array([ex['angle_deg'] for ex in examples], np.float32)
   return out
+
+
+def _text(x) -> str:
+  return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def _every_nth_view(patient_id: np.ndarray, angle_deg: np.ndarray, n: int) -> np.ndarray:
@@ -182,83 +170,53 @@ def _every_nth_view(patient_id: np.ndarray, angle_deg: np.ndarray, n: int) -> np
   return np.asarray(keep, dtype=np.int64)
 
 
-def _options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  # No autotuning thread: deleting an iterator waits for it, and in about half the CPU
-  # demos on an AMD EPYC host that wait left the process idle for ~50 s after training
-  # (gdb: ~RootDataset::Iterator blocked on the thread in Model::OptimizeLoop). The
-  # pipeline is not what limits speed (~1000 batches/s either way against ~1.5 training
-  # steps/s; benchmarks/RESULTS.md).
-  options.autotune.enabled = False
-  return options
-
-
 def _name(config: ml_collections.ConfigDict) -> str:
   return f'{config.data.name}/{run_config.data_spec(config)}'  # knee_drr/phantom_64:1.1.0
 
 
-def _not_built(builder: tfds.core.DatasetBuilder,
-               config: ml_collections.ConfigDict) -> FileNotFoundError:
-  from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
-  return FileNotFoundError(
-      f'The data set {_name(config)} is not built in {builder.data_dir}. Build it first: '
-      f'{build.build_command(run_config.data_spec(config), config.data.data_dir)}')
-
-
-def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+def _builder(config: ml_collections.ConfigDict):
   # Importing the builder module registers 'knee_drr' with TFDS.
   # pylint: disable-next=g-import-not-at-top,unused-import
   import datasets.knee_drr.knee_drr_dataset_builder
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   name = _name(config)
   try:
-    return tfds.builder(name, data_dir=config.data.data_dir or None)
+    builder = tfds.builder(name, data_dir=config.data.data_dir or None)
   except AssertionError as e:  # TFDS's way of saying 'no such version'
     raise ValueError(f'{name}: {e} (config.data.version='
                      f"{config.data.get('version', '')!r})") from None
+  from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
+  spec, data_dir = run_config.data_spec(config), config.data.data_dir
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'The data set {name} is not built in {builder.data_dir}. Build it first: '
+        f'{build.build_command(spec, data_dir)}')
+  if not build.has_array_record(builder):
+    raise FileNotFoundError(
+        f'The data set {name} in {builder.data_dir} was built as '
+        f'{builder.info.file_format.value}, which Grain cannot read; add ArrayRecord '
+        f'files beside it (the existing files are kept): '
+        f'{build.build_command(spec, data_dir)} --convert')
+  return builder
 
 
-def _read(builder: tfds.core.DatasetBuilder, split: str,
-          config: ml_collections.ConfigDict) -> tf.data.Dataset:
-  """One pass over `split` in file order, mapped to {'image', 'cond'}."""
-  read_config = tfds.ReadConfig(options=_options())
-  # Caught, not checked up front with is_prepared() as load_split does: under
-  # tfds.testing.mock_data (the tests) a data set is served without being prepared.
-  try:
-    ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
-  except AssertionError as e:
-    if 'could not find data' not in str(e):
-      raise
-    raise _not_built(builder, config) from None
-  # Options again here, not only through read_config, which TFDS may not apply (its
-  # mock_data does not): every stream built on this read is then deterministic and untuned.
-  return (ds.map(_preprocess_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
-          .with_options(_options()))
+def _source(builder, split: str, config: ml_collections.ConfigDict):
+  if split not in builder.info.splits:
+    raise ValueError(f'{_name(config)} has no split {split!r} '
+                     f'(splits: {sorted(builder.info.splits)})')
+  return builder.as_data_source(split=split)
 
 
-def _preprocess_fn(config: ml_collections.ConfigDict):
-  size = config.data.image_size
+def _preprocess_fn(config: ml_collections.ConfigDict) -> Callable[[dict], Batch]:
+  """A decoded example (or a batch of them) -> {'image', 'cond'} resized to image_size."""
+  size = int(config.data.image_size)
   condition = config.condition
 
-  def resize(x):
-    x = tf.cast(x, tf.float32)
-    if x.shape[0] != size or x.shape[1] != size:
-      x = tf.image.resize(x, (size, size), method='area')
-    return x
-
-  def preprocess(example):
+  def preprocess(example: dict) -> Batch:
     if condition not in example:
       raise ValueError(f'config.condition={condition!r} is not a feature of the data set '
                        f'(features: {sorted(example)}).')
-    return {'image': resize(example['image']), 'cond': resize(example[condition])}
+    return {'image': resize.area_resize(np.asarray(example['image'], np.float32), size),
+            'cond': resize.area_resize(np.asarray(example[condition], np.float32), size)}
 
   return preprocess
-
-
-def _num_examples(ds: tf.data.Dataset, what: str) -> int:
-  n = int(ds.cardinality())
-  if n == tf.data.INFINITE_CARDINALITY:
-    raise ValueError(f'{what}: expected a finite data set.')
-  if n == tf.data.UNKNOWN_CARDINALITY:
-    n = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
-  return n

@@ -16,6 +16,7 @@ CONFIG_FILE = 'config.json'
 # same way whatever version saved the run.
 ADDED_FIELDS = {
     'data.version': '1.0.0',
+    'data.read_threads': 4,
     'training.compute_dtype': 'float32',
     'training.steps_per_call': 1,
     'sampling.predictor': 'reverse_diffusion',
@@ -113,6 +114,8 @@ _CHOICES = {
 # None = unbounded.
 _RANGES = {
     'data.image_size': (1, None, True, True),
+    'data.prefetch': (0, None, True, True),
+    'data.read_threads': (0, None, True, True),
     'model.nf': (1, None, True, True),
     'model.num_res_blocks': (1, None, True, True),
     'sde.sigma_min': (0.0, None, False, True),

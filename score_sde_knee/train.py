@@ -83,6 +83,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                t.num_train_steps)
 
   datasets = (datasets_fn or input_pipeline.create_datasets)(config, start_step=start)
+  if restored is not None and hasattr(datasets.train, 'set_state'):
+    ckpt.restore_data(start, datasets.train)  # else create_datasets positioned it at start
   k = _steps_per_call(config, start)
   train_step = (ts.make_train_step(config, model, mesh) if k == 1
                 else ts.make_multi_train_step(config, model, mesh))
@@ -146,10 +148,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if sample:
         _write_sample_grid(sample_grid, state, datasets, mesh, config, writer, workdir,
                            step)
-      ckpt.maybe_save(step, state)
+      ckpt.maybe_save(step, state, data=datasets.train)
   finally:
     ckpt.close()
-    writer.flush()
+    writer.close()  # flushes; and ends the writer's thread
   return state
 
 
@@ -240,33 +242,13 @@ def _write_sample_grid(sample_grid, state: ts.TrainState,
 
 
 def _create_writer(workdir: str):
-  """clu's default writer (TensorBoard + log).
+  """TensorBoard event files in workdir + the absl log; processes other than 0 only log.
 
-  Without the `tensorboard` package clu's writers do not import; then metrics go to the
-  log only (install tensorboard, see requirements.txt).
+  clu's default writer where TensorFlow is installed, else the TensorFlow-free
+  `event_writer.EventWriter` (same event format).
   """
-  try:
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    logging.warning('clu metric writers unavailable (%s): logging metrics only.', e)
-    return _LogWriter()
-  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-
-
-class _LogWriter:
-  """The subset of clu's MetricWriter used here, writing to the absl log only."""
-
-  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
-    logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in scalars.items()))
-
-  def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
-    del step, images  # The PNG under workdir/samples/ is written anyway.
-
-  def write_hparams(self, hparams: dict[str, Any]) -> None:
-    logging.info('hparams: %s', hparams)
-
-  def flush(self) -> None:
-    pass
+  from score_sde_knee.utils import event_writer  # pylint: disable=g-import-not-at-top
+  return event_writer.create_writer(workdir, just_logging=jax.process_index() > 0)
 
 
 def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:

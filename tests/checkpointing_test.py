@@ -57,6 +57,53 @@ def test_save_and_restore_round_trip_bit_exactly(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+def _batches(iterator, n):
+  return [int(x) for x in np.concatenate([next(iterator) for _ in range(n)])]
+
+
+def test_the_data_iterator_state_is_saved_and_restored_with_the_state(tmp_path):
+  import grain  # pylint: disable=g-import-not-at-top
+  ds = grain.MapDataset.range(7).shuffle(seed=5).repeat().batch(3).to_iter_dataset(
+      grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+  config, state = _config(), _state(seed=3)
+  fed = iter(ds)
+  _batches(fed, 2)
+  ckpt = checkpointing.Checkpoints(str(tmp_path), config)
+  ckpt.maybe_save(2, state, data=fed)       # kept checkpoint
+  _batches(fed, 1)
+  ckpt.maybe_save(3, state, data=fed)       # preemption checkpoint
+  expected = _batches(fed, 3)               # what an uninterrupted run reads after step 3
+  ckpt.close()
+  ckpt = checkpointing.Checkpoints(str(tmp_path), config)
+  fresh = iter(ds)
+  assert ckpt.restore_data(3, fresh)
+  assert _batches(fresh, 3) == expected
+  again = iter(ds)
+  assert ckpt.restore_data(2, again)
+  assert _batches(again, 4) == _batches(iter(ds), 6)[2 * 3:]  # batches of 3
+  ckpt.close()
+
+
+def test_a_checkpoint_without_data_state_restores_the_state_only(tmp_path):
+  """Checkpoints written before the data state was saved hold the state alone, as the
+  single item orbax then called 'default'."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  config, state = _config(), _state(seed=4)
+  with ocp.CheckpointManager(tmp_path / 'checkpoints',
+                             item_handlers=ocp.StandardCheckpointHandler()) as old:
+    old.save(2, args=ocp.args.StandardSave(state))
+  ckpt = checkpointing.Checkpoints(str(tmp_path), config)
+  restored, step = ckpt.restore(_state(seed=1))
+  assert step == 2
+  for x, y in zip(_leaves(restored), _leaves(state)):
+    np.testing.assert_array_equal(x, y)
+  assert not ckpt.restore_data(2, object())  # nothing to restore: left as it is
+  ckpt.maybe_save(4, state, data=iter([1, 2]))  # an iterator without state: state only
+  ckpt.close()
+  assert not os.path.exists(tmp_path / 'checkpoints' / '4' / 'data')
+  assert os.path.exists(tmp_path / 'checkpoints' / '4' / 'default')
+
+
 def test_kept_and_preemption_steps_latest_and_missing_steps(tmp_path):
   config = _config(num_train_steps=5, checkpoint_every=2, preemption_every=1, keep=2)
   ckpt = checkpointing.Checkpoints(str(tmp_path), config)

@@ -8,12 +8,11 @@ import jax
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
-import tensorflow_datasets as tfds
 
 from configs import default
 from score_sde_knee import evaluate
 from score_sde_knee import parallel
-from helpers import TINY
+from helpers import read_split
 from helpers import make_workdir
 from helpers import tiny_config
 
@@ -41,9 +40,7 @@ def test_zero_unet_metrics_match_numpy(tmp_path, data_dir):
   assert sorted(os.listdir(os.path.join(out, 'batches'))) == ['batch_00000.npz',
                                                                'batch_00001.npz']
 
-  ds = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
-      split='test', shuffle_files=False)
-  truth = list(tfds.as_numpy(ds))
+  truth = read_split(data_dir)
   x = np.stack([t['image'][..., 0] for t in truth]).astype(np.float64)
   cb = np.stack([t['contour_bone'][..., 0] for t in truth])
   mae = x.mean(axis=(1, 2))
@@ -115,9 +112,7 @@ def test_step_evaluates_an_older_checkpoint_beside_the_runs_own_evaluation(tmp_p
   old = evaluate.evaluate(config, wd, step=2)
   assert old['checkpoint_step'] == 2
   assert os.listdir(os.path.join(wd, 'eval')) == ['step_2']  # the run's own result: untouched
-  ds = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
-      split='test', shuffle_files=False)
-  x = np.stack([t['image'][..., 0] for t in tfds.as_numpy(ds)]).astype(np.float64)
+  x = np.stack([t['image'][..., 0] for t in read_split(data_dir)]).astype(np.float64)
   np.testing.assert_allclose([p['mae'] for p in old['per_image']], x.mean(axis=(1, 2)),
                              rtol=1e-6)  # a zero image's error is the image itself
   with open(os.path.join(wd, 'eval', 'step_2', 'contour_bone', 'metrics.json')) as f:

@@ -60,6 +60,14 @@ TINY = kb.KneeDrrConfig(name='tiny', num_patients=3, detector=16, num_views=6,
                         spacing_mm=8.0)
 
 
+def read_split(data_dir: str, split: str = 'test', name: str = TINY.name) -> list[dict]:
+  """The examples of knee_drr/<name>'s split in file order, as dicts of numpy arrays, read
+  with random access (tfds.data_source: what the Grain pipeline reads)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds.builder(f'knee_drr/{name}', data_dir=data_dir).as_data_source(split)
+  return [source[i] for i in range(len(source))]
+
+
 def tiny_config(method: str, condition: str = 'contour', data_dir: str = ''):
   """The method's `test` config (configs/<method>.py) on the TINY data in data_dir."""
   c = importlib.import_module(f'configs.{method}').get_config(f'{condition},test')

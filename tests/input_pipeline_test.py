@@ -1,24 +1,28 @@
-"""Input pipeline: epochs are permutations, the stream resumes at any step, the tfds path
-yields per-host {'image', 'cond'} batches resized by area averaging, and load_split keeps
-every n-th view of each patient."""
+"""Input pipeline: epochs are permutations, the stream resumes at any step, hosts get
+disjoint shards, the knee_drr path yields per-host {'image', 'cond'} batches resized by area
+averaging, a tfrecord build is refused with the command that converts it, and load_split
+keeps every n-th view of each patient."""
+import os
 import re
+import shutil
 
+import grain
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from configs import ctm
+from datasets.knee_drr import build
+from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import input_pipeline
 from helpers import TINY
 
 
 def _stream(n, per_host, start_step, seed=3, process_index=0, num_batches=12):
-  base = tf.data.Dataset.range(n).map(lambda i: {'i': i})
-  ds = input_pipeline.train_stream(base, n, per_host=per_host, seed=seed,
-                                   start_step=start_step, process_index=process_index,
-                                   shuffle_buffer=n)
-  return np.stack([b['i'] for b in ds.take(num_batches).as_numpy_iterator()])
+  ds = input_pipeline.train_dataset(grain.MapDataset.range(n), per_host=per_host, seed=seed,
+                                    process_index=process_index)
+  it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))
+  input_pipeline.position(it, start_step)
+  return np.stack([next(it) for _ in range(num_batches)])
 
 
 def test_every_epoch_is_a_permutation_and_epochs_differ():
@@ -46,29 +50,21 @@ def test_seed_and_host_change_the_order():
   assert not np.array_equal(a, _stream(10, 2, 0, process_index=1))
 
 
-def test_stream_runs_without_the_autotuner():
-  # Deleting an iterator waits for tf.data's autotuner thread, up to ~1 min (seen in
-  # the CPU demo): the streams must not start one.
-  base = tf.data.Dataset.range(8).map(lambda i: {'i': i})
-  ds = input_pipeline.train_stream(base, 8, per_host=2, seed=0, start_step=0)
-  assert ds.options().autotune.enabled is False
-  assert ds.options().deterministic is True
-  assert tf.data.Options().autotune.enabled is not False  # the default would start one
-  # The validation stream starts from the TFDS read, as the training stream does.
-  config = _config()
-  with tfds.testing.mock_data(num_examples=6):
-    read = input_pipeline._read(input_pipeline._builder(config), 'validation', config)
-  assert read.options().autotune.enabled is False
+def test_host_shards_are_disjoint_equal_and_contiguous():
+  source = list(range(11))
+  shards = [list(input_pipeline.host_shard(source, i, 3)) for i in range(3)]
+  assert shards == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]   # 11 // 3 each, the rest dropped
 
 
 def test_empty_shard_is_an_error():
   with pytest.raises(ValueError, match='empty'):
-    input_pipeline.train_stream(tf.data.Dataset.range(0), 0, per_host=1, seed=0,
-                                start_step=0)
+    input_pipeline.train_dataset(grain.MapDataset.range(0), per_host=1, seed=0)
 
 
-def _config(condition='contour'):
+def _config(data_dir, condition='contour'):
   c = ctm.get_config(f'{condition},test')
+  c.data.data_dir, c.data.builder_config = data_dir, TINY.name
+  c.data.image_size = TINY.detector // 2               # 16 -> 8: the area resize runs
   c.training.batch_size = 4
   c.training.eval_batches = 2
   return c
@@ -82,42 +78,48 @@ def _block_mean(x, size):
 
 
 @pytest.mark.parametrize('condition', ['contour', 'contour_bone'])
-def test_create_datasets_on_mock_data(condition):
-  config = _config(condition)
-  with tfds.testing.mock_data(num_examples=6):
-    data = input_pipeline.create_datasets(config, process_index=1, process_count=2)
-    batch = next(data.train)
-    val = list(data.eval_batches())
-    # pylint: disable-next=g-import-not-at-top,unused-import
-    import datasets.knee_drr.knee_drr_dataset_builder
-    raw = next(tfds.load(f'knee_drr/{config.data.builder_config}', split='validation',
-                         shuffle_files=False).as_numpy_iterator())
+def test_create_datasets_on_knee_drr(data_dir, condition):
+  config = _config(data_dir, condition)
+  data = input_pipeline.create_datasets(config, process_index=1, process_count=2)
+  batch = next(data.train)
+  val = list(data.eval_batches())
   size = config.data.image_size
   assert sorted(batch) == ['cond', 'image']
   for b in [batch] + val:
     for v in b.values():
       assert v.shape == (2, size, size, 1) and v.dtype == np.float32   # 4 // 2 hosts
   assert len(val) == 2
-  assert raw['image'].shape[0] == 64 and size == 16
-  np.testing.assert_allclose(val[0]['image'][0], _block_mean(raw['image'], size), atol=1e-6)
-  np.testing.assert_allclose(val[0]['cond'][0], _block_mean(raw[condition], size), atol=1e-6)
-  assert data.num_train_examples == 6
+  for a, b in zip(val, data.eval_batches()):           # the same batches every call
+    np.testing.assert_array_equal(a['image'], b['image'])
+  # Independent reference: host 1 of 2 holds the second half of the split in file order.
+  raw = tfds_source(data_dir, 'validation')
+  first = len(raw) // 2
+  np.testing.assert_allclose(val[0]['image'][0], _block_mean(raw[first]['image'], size),
+                             atol=1e-6)
+  np.testing.assert_allclose(val[0]['cond'][0], _block_mean(raw[first][condition], size),
+                             atol=1e-6)
+  assert data.num_train_examples == len(tfds_source(data_dir, 'train')) // 2
 
 
-def test_create_datasets_resumes_at_a_step():
-  config = _config()
-  with tfds.testing.mock_data(num_examples=5):
-    full = input_pipeline.create_datasets(config).train
-    batches = [next(full)['image'] for _ in range(4)]
-    resumed = input_pipeline.create_datasets(config, start_step=3).train
-    np.testing.assert_array_equal(next(resumed)['image'], batches[3])
+def tfds_source(data_dir, split):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_data_source(split)
+
+
+def test_create_datasets_resumes_at_a_step(data_dir):
+  config = _config(data_dir)
+  full = input_pipeline.create_datasets(config).train
+  batches = [next(full)['image'] for _ in range(5)]   # 6 examples, batch 4: epochs straddle
+  resumed = input_pipeline.create_datasets(config, start_step=3).train
+  np.testing.assert_array_equal(next(resumed)['image'], batches[3])
+  np.testing.assert_array_equal(next(resumed)['image'], batches[4])
 
 
 def test_unbuilt_data_set_names_the_build_command(tmp_path):
-  config = _config()
-  config.data.data_dir = str(tmp_path)
+  config = _config(str(tmp_path))
+  config.data.builder_config = 'phantom_64'
   # The command builds the version the config asks for, not merely the newest.
-  spec = rf'{config.data.builder_config}:{re.escape(config.data.version)}'
+  spec = rf'phantom_64:{re.escape(config.data.version)}'
   with pytest.raises(FileNotFoundError, match=rf'python -m datasets\.knee_drr\.build '
                      rf'{spec} --data_dir {tmp_path}'):
     input_pipeline.create_datasets(config)
@@ -127,6 +129,44 @@ def test_unbuilt_data_set_names_the_build_command(tmp_path):
   with pytest.raises(ValueError, match=r"knee_drr/.*:9\.9\.9: .*cannot be loaded at "
                                        r"version 9\.9\.9.*\(config.data.version='9.9.9'\)"):
     input_pipeline.load_split(config, 'test')
+
+
+def test_a_tfrecord_build_is_refused_with_the_convert_command_then_converted(tmp_path,
+                                                                            data_dir):
+  old = str(tmp_path / 'old')
+  kb.Builder(config=TINY, data_dir=old, file_format='tfrecord').download_and_prepare()
+  config = _config(old)
+  with pytest.raises(FileNotFoundError,
+                     match=rf'built as tfrecord.*build {TINY.name}:.* --data_dir {old} '
+                           r'--convert'):
+    input_pipeline.create_datasets(config)
+  version_dir = os.path.join(old, 'knee_drr', TINY.name, config.data.version)
+  before = {f: os.path.getsize(os.path.join(version_dir, f)) for f in os.listdir(version_dir)
+            if '.tfrecord-' in f}
+  build.build(f'{TINY.name}:{config.data.version}', old)   # an old build is converted
+  after = os.listdir(version_dir)
+  assert all(os.path.getsize(os.path.join(version_dir, f)) == n for f, n in before.items())
+  assert {f.replace('.tfrecord-', '.array_record-') for f in before} <= set(after)
+  # Same examples as a data set built as ArrayRecord in the first place.
+  converted = input_pipeline.load_split(config, 'test')
+  reference = input_pipeline.load_split(_config(data_dir), 'test')
+  for k in ('image', 'contour_bone', 'patient_id', 'angle_deg'):
+    np.testing.assert_array_equal(converted[k], reference[k])
+  batch = next(input_pipeline.create_datasets(config).train)
+  assert batch['image'].shape == (4, 8, 8, 1)
+  shutil.rmtree(old)
+
+
+def test_a_truncated_tfrecord_is_named(tmp_path):
+  old = str(tmp_path)
+  b = kb.Builder(config=TINY, data_dir=old, file_format='tfrecord')
+  b.download_and_prepare()
+  path = os.fspath(b.info.splits['train'].filepaths[0])
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) - 7)
+  with pytest.raises(ValueError, match=re.escape(path) + '.*truncated'):
+    build.convert(TINY.name, old)
+  assert not any('.array_record-' in f for f in os.listdir(os.path.dirname(path)))
 
 
 def test_view_stride_keeps_every_nth_view_of_each_patient(data_dir):
@@ -153,8 +193,8 @@ def test_view_stride_keeps_every_nth_view_of_each_patient(data_dir):
     input_pipeline.load_split(config, 'test', view_stride=0)
 
 
-def test_batch_must_split_over_hosts():
-  config = _config()
+def test_batch_must_split_over_hosts(data_dir):
+  config = _config(data_dir)
   config.training.batch_size = 5
   with pytest.raises(ValueError, match='batch_size=5'):
     input_pipeline.create_datasets(config, process_index=0, process_count=2)

@@ -7,7 +7,6 @@ import os
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from benchmarks import sampler_curve
 from configs import ctm
@@ -15,6 +14,7 @@ from configs import unet
 from experiments import posterior_mean
 from experiments import posterior_plots
 from helpers import TINY
+from helpers import read_split
 from helpers import make_workdir
 from score_sde_knee import evaluate
 from score_sde_knee.utils import files
@@ -161,9 +161,7 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   # Step 2 outputs exactly 0 (zero parameters), step 4 is the initialised network.
   wd = make_workdir(tmp_path / 'unet', config, lambda p: jax.tree.map(lambda x: x * 0, p))
   make_workdir(tmp_path / 'unet', config, step=4)
-  ds = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
-      split='test', shuffle_files=False)
-  x = np.stack([t['image'] for t in tfds.as_numpy(ds)]).astype(np.float64)
+  x = np.stack([t['image'] for t in read_split(data_dir)]).astype(np.float64)
   zero_psnr = np.mean(-10 * np.log10(np.mean(x**2, axis=(1, 2, 3))))  # a zero image's
 
   got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2, first_seed=7)
@@ -186,9 +184,7 @@ def test_step_runs_both_benchmarks_on_a_kept_older_checkpoint(tmp_path, data_dir
   assert first.read_bytes() == before
 
   # Another split: its own folders and file, the zero image scored on that split's images.
-  val = tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir).as_dataset(
-      split='validation', shuffle_files=False)
-  v = np.stack([t['image'] for t in tfds.as_numpy(val)]).astype(np.float64)
+  v = np.stack([t['image'] for t in read_split(data_dir, 'validation')]).astype(np.float64)
   got = posterior_mean.run(wd, 1, 'pc:2', None, str(tmp_path / 'pm'), step=2, first_seed=7,
                            split='validation')
   assert got['split'] == 'validation' and got['n_images'] == len(v)

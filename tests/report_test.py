@@ -4,7 +4,6 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import default
 from score_sde_knee.utils import files
@@ -13,6 +12,7 @@ from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
 from score_sde_knee.utils import plots
 from helpers import TINY
+from helpers import read_split
 
 N = 6
 
@@ -89,8 +89,7 @@ def test_report(tmp_path, data_dir, monkeypatch):
 
   # fig3: rows = 2 images x 2 conditions, columns condition | U-Net | CSM | CTM | truth.
   (rows,) = grids
-  truth = list(tfds.as_numpy(tfds.builder(f'knee_drr/{TINY.name}', data_dir=data_dir)
-                             .as_dataset(split='test', shuffle_files=False)))
+  truth = read_split(data_dir)
   picked = [0, N - 1]
   assert len(rows) == 4 and all(len(r) == 5 for r in rows)
   for r, (cond, i) in zip(rows, [(c, i) for c in ('contour', 'contour_bone')

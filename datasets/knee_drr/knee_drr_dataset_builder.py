@@ -108,6 +108,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   <case>_left and <case>_right, which stay in the same split.
   """
 
+  def __init__(self, *, file_format: str | tfds.core.FileFormat | None = None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    # New builds are ArrayRecord, which tfds.data_source (and so Grain) reads with random
+    # access and no TensorFlow. A data set already on disk keeps the format it was built
+    # in (dataset_info.json); tfrecord only on request.
+    if file_format is None and not self.is_prepared():
+      self.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD, override=True)
+
   def _info(self) -> tfds.core.DatasetInfo:
     n = self.builder_config.detector
     mask = lambda: tfds.features.Tensor(shape=(n, n, 1), dtype=np.float32,

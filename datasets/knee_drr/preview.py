@@ -22,7 +22,8 @@ def data_preview(builder_config: str, out: str, *, data_dir: str | None = None,
         f'`python -m datasets.knee_drr.build {builder_config}` first.')
   wanted = {float(a) for a in angles}
   found: dict[str, dict[float, dict]] = {}
-  for ex in tfds.as_numpy(builder.as_dataset(split=split)):
+  source = builder.as_data_source(split=split)  # ArrayRecord (converted if built as tfrecord)
+  for ex in (source[i] for i in range(len(source))):
     pid, ang = ex['patient_id'].decode(), float(ex['angle_deg'])
     if ang in wanted and (pid in found or len(found) < num_patients):
       found.setdefault(pid, {})[ang] = ex
