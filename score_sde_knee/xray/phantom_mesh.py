@@ -10,8 +10,9 @@ patella keeps 3 mm of cartilage from the femur. Inside each bone, the depth belo
 surface (a blurred Euclidean distance transform, in mm) lays out a cortex thin at the
 epiphyses and thick along the shafts, trabecular bone with a texture fixed in
 millimetres, and a fatty marrow canal in the shafts. HU, with sources (ranges as commonly
-tabulated; e.g. Schneider, Bortfeld and Schlegel, Phys Med Biol 41:111, 1996, whose tissue
-table this follows in spirit, and the literature collected in docs/design.md):
+tabulated; e.g. the CT numbers of 71 human tissues in Schneider, Bortfeld and Schlegel,
+Phys Med Biol 45:459-478, 2000, doi:10.1088/0031-9155/45/2/314, which this follows in
+spirit, and the literature collected in docs/design.md):
   cortical bone 1500-1800 HU (dense cortex of adult long bones);
   trabecular bone 200-300 HU mean, with a +-130 HU texture (epiphyseal and metaphyseal
     cancellous bone of adults);
