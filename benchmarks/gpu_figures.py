@@ -1,7 +1,8 @@
 """Paper-scale figures on one accelerator, in one prepared run; prints one JSON object.
 
     python -m benchmarks.gpu_figures --out DIR                  # paper scale, a GPU job
-    python -m benchmarks.gpu_figures --scale cpu --run_train_s 60 --phantoms 3 --out DIR
+    python -m benchmarks.gpu_figures --scale cpu --run_train_s 60 --data_dir DIR --out DIR
+    python -m benchmarks.gpu_figures --parts run --data memory --phantoms 3 --out DIR
 
 Made for a short loan of a GPU machine, one call (benchmarks/gpu_run.sh is the device
 command; benchmarks/RESULTS.md, "GPU: NVIDIA H200", what it measured on an H200, where each
@@ -17,25 +18,35 @@ paper-scale program takes 45-140 s to compile):
   sampler  one PC step (reverse-diffusion predictor + one Langevin corrector: two network
            evaluations) on --sample_batch images: images/s at N = 500, and the time of one
            Table I column (330 images), at N = 500 and with the 49-NFE momentum setting.
-  run      a short training run on phantom data made in memory at the config's size
-           (--phantoms phantoms x 60 views, phantom.make_phantom + drr.scan_volume; the last
-           phantom held out), float32, warm-up shortened to --warmup updates, for
-           --run_train_s seconds after its compile (default: to the end of --budget_s less
-           a reserve for sampling, or 150 s without a budget); then --grid held-out views
-           sampled with the 49-NFE setting: PSNR / MAE against their DRRs, and
-           out/gpu_run_grid.png.
+  run      a short training run at the config's size, float32, warm-up shortened to
+           --warmup updates, for --run_train_s seconds after its compile (default: to the
+           end of --budget_s less a reserve for sampling, or 150 s without a budget); then
+           --grid held-out views sampled with the 49-NFE setting: PSNR / MAE against their
+           DRRs, and out/gpu_run_grid.png. --data knee_drr (default): the data set
+           knee_drr/<--builder_config>:<--data_version> (the scale's config, the newest
+           version), built into --data_dir first when it is not there, read as training
+           reads it (input_pipeline.create_datasets); the grid is --grid views evenly spaced
+           over its test split (input_pipeline.load_split). The build runs beside the two
+           compiles, which need only shapes. --data memory: --phantoms phantoms x 60 views
+           scanned in memory (phantom.make_phantom + drr.scan_volume), the last held out.
 Compile times are reported beside each figure: on a GPU they, not the timed calls, take
 most of the run. The JSON is rewritten after each part, so a run cut short keeps them.
 Peak device memory is the process's peak so far, read after each part (None on a CPU).
-Needs no TensorFlow, TFDS, clu or orbax: on the lent GPU machine only ml_collections is
-missing. Loss and progress go to stderr as the run goes.
+The JSON's `data` says what the run trained on: the data set's name and version, whether it
+was built and in how many seconds, the train and test example counts. Needs no TensorFlow,
+clu or orbax; --data knee_drr needs TFDS, Grain and ArrayRecord, which the lent GPU
+machine's image lacks (benchmarks/gpu_wheels.sh fetches their wheels, gpu_run.sh installs
+them). Loss and progress go to stderr as the run goes.
 """
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
+import threading
 import time
+from typing import Callable, Iterator
 
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -185,28 +196,132 @@ def phantom_views(num: int, size: int, views: int = 60) -> dict[str, np.ndarray]
           'cond': np.concatenate(cond)[..., None].astype(np.float32)}
 
 
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """What the short run trains on and samples from."""
+  train: Iterator[dict[str, np.ndarray]]  # per-host {'image', 'cond'} batches, endless
+  held_out: dict[str, np.ndarray]  # the grid's 'image' and 'cond', never trained on
+  info: dict  # what the JSON's `data` records
+
+
+def memory_data(config, phantoms: int, grid: int, views: int = 60) -> RunData:
+  """`phantom_views` of phantoms 0..phantoms-1: random batches from all but the last, the
+  grid from the last one's views, evenly spaced in angle."""
+  if phantoms < 2:
+    raise ValueError(f'--phantoms {phantoms}: expected at least 2 (the last is held out).')
+  t0 = time.perf_counter()
+  data = phantom_views(phantoms, config.data.image_size, views)
+  n_train = len(data['image']) - views
+  per_host = parallel.check_batch(config.training.batch_size)
+  rng = np.random.default_rng(0)
+
+  def batches():
+    while True:
+      idx = rng.integers(0, n_train, per_host)
+      yield {k: v[idx] for k, v in data.items()}
+  test = slice(n_train, None, max(views // grid, 1))
+  return RunData(batches(), {k: v[test][:grid] for k, v in data.items()},
+                 {'data': 'memory', 'phantoms': phantoms, 'views': views,
+                  'make_s': time.perf_counter() - t0, 'num_train_examples': n_train,
+                  'num_test_examples': views})
+
+
+def newest_version() -> str:
+  """The newest knee_drr version the builder makes (its default is older: Table I's)."""
+  # pylint: disable-next=g-import-not-at-top
+  from datasets.knee_drr import knee_drr_dataset_builder as kb
+  return str(max([kb.Builder.VERSION, *kb.Builder.SUPPORTED_VERSIONS]))
+
+
+def knee_drr_data(config, grid: int) -> RunData:
+  """knee_drr/<data.builder_config>:<data.version> in data.data_dir, built there first when
+  it is not there; training batches as training reads them, the grid `grid` views evenly
+  spaced over the test split."""
+  # Imported here: TFDS and Grain are needed on this path alone.
+  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+  from datasets.knee_drr import build
+  from score_sde_knee import input_pipeline
+  from score_sde_knee import run_config
+  from score_sde_knee.utils import progress
+  # pylint: enable=g-import-not-at-top
+  d = config.data
+  if not d.data_dir or not d.version:
+    raise ValueError(f'config.data.data_dir={d.data_dir!r}, config.data.version='
+                     f'{d.version!r}: expected both set (main sets them from --data_dir and '
+                     '--data_version).')
+  spec = run_config.data_spec(config)
+  name = f'{d.name}/{spec}'
+  present = os.path.exists(
+      os.path.join(d.data_dir, d.name, d.builder_config, d.version, 'dataset_info.json'))
+  # The builder's own lines (one per patient scanned, with an ETA) are the progress; TFDS's
+  # bars and INFO lines would bury them.
+  tfds.disable_progress_bar()
+  progress.quiet_library_info()
+  _log(f'{name}: ' + ('found in ' if present else 'not there: building it into ') + d.data_dir)
+  t0 = time.perf_counter()
+  build.build(spec, d.data_dir)
+  build_s = time.perf_counter() - t0
+  _log(f'{name}: ' + (f'built in {build_s:.0f} s' if not present else 'ready'))
+  c = _copy(config)
+  c.training.eval_batches = 1  # Read when the streams are made; the short run uses none.
+  streams = input_pipeline.create_datasets(c)
+  test = input_pipeline.load_split(c, 'test', view_stride=1)
+  n_test = len(test['image'])
+  if n_test < grid:
+    raise ValueError(f'--grid {grid}: the test split of {name} has only {n_test} examples.')
+  pick = np.linspace(0, n_test - 1, grid).round().astype(int)
+  return RunData(streams.train, {'image': test['image'][pick], 'cond': test[c.condition][pick]},
+                 {'data': 'knee_drr', 'name': name, 'version': d.version,
+                  'data_dir': d.data_dir, 'built': not present, 'build_s': build_s,
+                  'num_train_examples': streams.num_train_examples,
+                  'num_test_examples': n_test,
+                  'grid_views': [[str(test['patient_id'][i]), float(test['angle_deg'][i])]
+                                 for i in pick]})
+
+
+def _beside(fn: Callable[[], RunData]) -> Callable[[], RunData]:
+  """Starts fn() in a daemon thread; returns what waits for its result. Daemon: a failed
+  compile does not wait for a data build that nothing will read."""
+  out = {}
+
+  def run():
+    try:
+      out['value'] = fn()
+    except BaseException as e:  # pylint: disable=broad-except
+      out['error'] = e
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+
+  def result() -> RunData:
+    thread.join()
+    if 'error' in out:
+      raise out['error']
+    return out['value']
+  return result
+
+
 RESERVE_S = 30.0  # After training: the grid's sampling, its PNG and the JSON.
 DEFAULT_TRAIN_S = 150.0  # The short run's training seconds when no budget bounds it.
 
 
-def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s: float,
-              warmup: int, grid: int, out: str, deadline: float | None = None) -> dict:
-  """Trains for `train_s` seconds (at least one update; fewer where `deadline`, a
-  perf_counter time, comes first, less RESERVE_S), then samples `grid` held-out views."""
+def short_run(config, mesh, get_data: Callable[[], RunData], train_s: float, warmup: int,
+              grid: int, out: str, deadline: float | None = None,
+              on_data: Callable[[dict], None] | None = None) -> dict:
+  """Compiles the update and the grid's sampler while get_data() runs beside them (shapes
+  are all a compile needs), calls on_data(its info), then trains for `train_s` seconds (at
+  least one update; fewer where `deadline`, a perf_counter time, comes first, less
+  RESERVE_S) and samples the `grid` held-out views."""
+  data_result = _beside(get_data)
   c = _copy(config)
   c.optim.warmup = warmup
   model = model_utils.create_model(c)
   state = ts.init_train_state(c, model, mesh)
-  n_train = len(data['image']) - held_out
-  rng = np.random.default_rng(0)
   b = c.training.batch_size
-
-  def batch():
-    idx = rng.integers(0, n_train, b)
-    return parallel.global_batch_from_local({k: v[idx] for k, v in data.items()}, mesh)
-
   t0 = time.perf_counter()
-  step_fn = ts.make_train_step(c, model, mesh).lower(state, batch()).compile()
+  like = parallel.global_batch_from_local(  # Data of the batch's shapes, for the compile.
+      train_bench._batch(c, np.random.default_rng(0)), mesh)  # pylint: disable=protected-access
+  step_fn = ts.make_train_step(c, model, mesh).lower(state, like).compile()
   train_compile_s = time.perf_counter() - t0
 
   # evaluate.make_sample_fn builds the same function but imports TensorFlow, which the
@@ -217,11 +332,30 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
                                    scale_by_sigma=bool(fast.model.scale_by_sigma))
   sample = jax.jit(lambda params, cond, key: sampling.get_sampler(
       fast, score_fn=lambda x, t, cc: score(params, x, t, cc), sde=fast_sde)(cond, key))
-  test = slice(n_train, n_train + held_out, max(held_out // grid, 1))
-  cond = jax.numpy.asarray(data['cond'][test][:grid])
+  size = c.data.image_size
   t0 = time.perf_counter()
-  compiled_sample = sample.lower(state.ema_params, cond, jax.random.key(0)).compile()
+  compiled_sample = sample.lower(state.ema_params, jax.numpy.zeros((grid, size, size, 1)),
+                                 jax.random.key(0)).compile()
   sample_compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  data = data_result()
+  data_after_compiles_s = time.perf_counter() - t0
+  if on_data:
+    on_data(data.info)
+  if len(data.held_out['cond']) != grid:
+    raise ValueError(f'--grid {grid}: the data hold {len(data.held_out["cond"])} held-out '
+                     'views for the grid.')
+  _log(f'data ready {data_after_compiles_s:.0f} s after the compiles')
+  data_wait_s = 0.0
+
+  def batch():
+    nonlocal data_wait_s
+    t = time.perf_counter()
+    local = next(data.train)
+    data_wait_s += time.perf_counter() - t
+    return parallel.global_batch_from_local(local, mesh)
+
+  cond = jax.numpy.asarray(data.held_out['cond'])
   losses, step, t_start = [], 0, time.perf_counter()
   if deadline is not None:
     train_s = max(min(train_s, deadline - RESERVE_S - t_start), 0.0)
@@ -238,12 +372,13 @@ def short_run(config, mesh, data: dict[str, np.ndarray], held_out: int, train_s:
   t0 = time.perf_counter()
   samples = np.asarray(compiled_sample(state.ema_params, cond, jax.random.key(0)))
   sampled_s = time.perf_counter() - t0
-  truth = data['image'][test][:grid]
+  truth = data.held_out['image']
   rows = [[np.asarray(cond[i]), samples[i], truth[i]] for i in range(len(samples))]
   png = os.path.join(out, 'gpu_run_grid.png')
   plots.save_grid(png, rows, col_titles=['contour+bone mask', 'sample (49 NFE)', 'DRR'])
   return {'steps': step, 'train_compile_s': train_compile_s, 'train_s': train_s,
-          'images_per_s': b * step / train_s,
+          'images_per_s': b * step / train_s, 'data_wait_s': data_wait_s,
+          'data_after_compiles_s': data_after_compiles_s,
           'warmup': warmup, 'lr': float(c.optim.lr), 'loss_every_25': losses,
           'sample_compile_s': sample_compile_s, 'sample_s': sampled_s,
           'samples': len(samples), 'psnr': float(metrics.psnr(samples, truth).mean()),
@@ -259,7 +394,18 @@ def main(argv=None) -> dict:
   p.add_argument('--steps', type=int, default=5, help='updates per timed call')
   p.add_argument('--repeats', type=int, default=3)
   p.add_argument('--matmul_n', type=int, default=8192)
-  p.add_argument('--phantoms', type=int, default=8, help='for the short run; last held out')
+  p.add_argument('--data', default='knee_drr', choices=('knee_drr', 'memory'),
+                 help="the short run's data: the knee_drr data set (built when absent) or "
+                      'phantoms scanned in memory')
+  p.add_argument('--data_dir', default='/tmp/tfds',
+                 help='--data knee_drr: its TFDS data dir, where it is built when absent')
+  p.add_argument('--builder_config', default='',
+                 help="--data knee_drr: its config (default: the scale's, phantom_256 at "
+                      'paper scale, phantom_64 below)')
+  p.add_argument('--data_version', default='',
+                 help='--data knee_drr: its version (default: the newest the builder makes)')
+  p.add_argument('--phantoms', type=int, default=8,
+                 help='--data memory: phantoms scanned, the last held out')
   p.add_argument('--warmup', type=int, default=100, help='the short run lr warm-up')
   p.add_argument('--grid', type=int, default=4, help='held-out views sampled')
   p.add_argument('--run_train_s', type=float, default=None,
@@ -282,7 +428,8 @@ def main(argv=None) -> dict:
   config = config_for(a.scale, a.batch)
   result = {'device': jax.devices()[0].device_kind, 'backend': jax.default_backend(),
             'num_devices': jax.device_count(), 'jax': jax.__version__, 'scale': a.scale,
-            'image_size': config.data.image_size, 'batch': config.training.batch_size}
+            'image_size': config.data.image_size, 'batch': config.training.batch_size,
+            'data': {'data': a.data}}
   save = lambda: files.write_json(os.path.join(a.out, 'gpu_figures.json'), result)
 
   def part(name, fn):
@@ -299,13 +446,26 @@ def main(argv=None) -> dict:
     return result.get(name)
 
   def run_part():
-    views = 60
-    data = phantom_views(a.phantoms, config.data.image_size, views)
+    if a.data == 'memory':
+      get_data = lambda: memory_data(config, a.phantoms, a.grid)
+    else:
+      d = config.data
+      d.data_dir = a.data_dir
+      d.builder_config = a.builder_config or d.builder_config
+      d.version = a.data_version or newest_version()
+      result['data'].update(name=f'{d.name}/{d.builder_config}:{d.version}')
+      save()  # A run stopped while building still says what it was building.
+      get_data = lambda: knee_drr_data(config, a.grid)
+
+    def on_data(info):  # Recorded before training: a run cut short keeps it.
+      result['data'] = info
+      save()
     train_s = a.run_train_s
     if train_s is None:  # Device time is short: a budget's run trains until its deadline.
       train_s = math.inf if a.budget_s is not None else DEFAULT_TRAIN_S
-    return short_run(config, mesh, data, views, train_s, a.warmup, a.grid, a.out,
-                     deadline=None if a.budget_s is None else start + a.budget_s)
+    return short_run(config, mesh, get_data, train_s, a.warmup, a.grid, a.out,
+                     deadline=None if a.budget_s is None else start + a.budget_s,
+                     on_data=on_data)
 
   flops = part('flops', lambda: count_flops(config, mesh))
   peaks = part('peaks', lambda: {d: train_options.matmul_peak(d, a.matmul_n, a.repeats)

@@ -27,7 +27,7 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   d.version = '1.1.0'               # knee_drr version ('' = the newest the code builds).
   d.data_dir = ''                   # '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR).
   d.image_size = 256                # Images are resized (area) if the data set differs.
-  d.prefetch = 2                    # batches read ahead by the Grain iterator
+  d.prefetch = 4                    # batches read ahead by the Grain iterator (>= threads)
   d.read_threads = 4                # Grain threads reading and resizing examples
 
   c.model = m = ml_collections.ConfigDict()

@@ -1,4 +1,6 @@
-"""benchmarks/gpu_figures.py on the CPU at the test scale: every part runs and its JSON holds."""
+"""benchmarks/gpu_figures.py on the CPU at the test scale: every part runs and its JSON holds.
+
+The short run reads the tiny knee_drr of conftest's `data_dir` fixture."""
 import json
 import math
 import os
@@ -11,6 +13,14 @@ import pytest
 
 from benchmarks import gpu_figures
 from benchmarks import train_options
+from datasets.knee_drr import build
+from datasets.knee_drr import knee_drr_dataset_builder as kb
+from helpers import TINY
+from helpers import read_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VERSION = str(kb.Builder.VERSION)  # The version the fixture builds.
+TINY_ARGS = ['--builder_config', TINY.name, '--data_version', VERSION]
 
 
 def test_xla_flop_count_of_a_matmul_is_two_n_cubed():
@@ -45,13 +55,22 @@ def test_phantom_views_are_normalised_drrs_with_three_level_masks():
   assert not np.allclose(data['image'][:6], data['image'][6:])
 
 
-def test_whole_run_at_test_scale_writes_consistent_json_and_grid(tmp_path):
+def test_whole_run_at_test_scale_writes_consistent_json_and_grid(tmp_path, data_dir):
   out = str(tmp_path / 'gpu')
   r = gpu_figures.main(['--scale', 'test', '--batch', '4', '--sample_batch', '4',
                         '--steps', '2', '--repeats', '2', '--matmul_n', '32',
-                        '--phantoms', '2', '--grid', '2', '--run_train_s', '0', '--out', out])
+                        '--data_dir', data_dir, *TINY_ARGS,
+                        '--grid', '2', '--run_train_s', '0', '--out', out])
   with open(os.path.join(out, 'gpu_figures.json')) as f:
-    assert json.load(f)['wall_s'] == pytest.approx(r['wall_s'])
+    on_disk = json.load(f)
+  assert on_disk['wall_s'] == pytest.approx(r['wall_s'])
+  # The data the run read, counted independently from the fixture's files.
+  test_ids = {ex['patient_id'].decode() for ex in read_split(data_dir, 'test')}
+  assert on_disk['data'] == r['data'] and r['data']['data'] == 'knee_drr'
+  assert r['data']['name'] == f'knee_drr/{TINY.name}:{VERSION}' and not r['data']['built']
+  assert r['data']['num_train_examples'] == len(read_split(data_dir, 'train'))
+  assert r['data']['num_test_examples'] == len(read_split(data_dir, 'test'))
+  assert {pid for pid, _ in r['data']['grid_views']} <= test_ids
   peak = r['peaks']['bfloat16']
   for dtype in ('float32', 'bfloat16'):
     t = r['train'][dtype]
@@ -96,18 +115,60 @@ def test_a_failing_part_is_recorded_and_the_next_still_runs(tmp_path, monkeypatc
 
 def test_short_run_trains_only_until_the_deadline(tmp_path):
   config = gpu_figures.config_for('test', 4)
-  data = gpu_figures.phantom_views(2, config.data.image_size, views=4)
   mesh = gpu_figures.parallel.make_mesh()
+  seen = []
+  get_data = lambda: gpu_figures.memory_data(config, 2, 2, views=4)
   # A deadline already past: one update however long --run_train_s asks for.
-  r = gpu_figures.short_run(config, mesh, data, 4, 3600.0, 10, 2, str(tmp_path),
-                            deadline=0.0)
+  r = gpu_figures.short_run(config, mesh, get_data, 3600.0, 10, 2, str(tmp_path),
+                            deadline=0.0, on_data=seen.append)
   assert r['steps'] == 1 and r['train_s'] < 600
+  assert seen == [{'data': 'memory', 'phantoms': 2, 'views': 4, 'make_s': seen[0]['make_s'],
+                   'num_train_examples': 4, 'num_test_examples': 4}]
 
 
-def test_device_script_runs_its_part_and_writes_the_grid(tmp_path):
-  # benchmarks/gpu_run.sh is what a GPU machine runs, once: here at the test scale, with this
-  # interpreter as the device's python3.
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def test_a_failed_data_build_reaches_the_caller():
+  # short_run builds the data in another thread while the programs compile: the build's
+  # error must still reach the part (and so the JSON), not vanish with the thread.
+  def broken():
+    raise FileNotFoundError('no phantoms here')
+  with pytest.raises(FileNotFoundError, match='no phantoms here'):
+    gpu_figures._beside(broken)()  # pylint: disable=protected-access
+  assert gpu_figures._beside(lambda: 7)() == 7  # pylint: disable=protected-access
+
+
+def test_knee_drr_data_builds_an_absent_data_set_then_reads_the_splits(tmp_path, data_dir,
+                                                                        monkeypatch):
+  calls = []
+
+  def fake_build(spec, where):  # knee_drr/tiny is no named config: build.build cannot
+    calls.append((spec, where))  # make it, so the fixture's builder does.
+    kb.Builder(config=TINY, data_dir=where).download_and_prepare()
+  monkeypatch.setattr(build, 'build', fake_build)
+  config = gpu_figures.config_for('test', 4)
+  d = config.data
+  d.data_dir, d.builder_config, d.version = str(tmp_path / 'tfds'), TINY.name, VERSION
+  data = gpu_figures.knee_drr_data(config, 3)
+  assert calls == [(f'{TINY.name}:{VERSION}', d.data_dir)]
+  assert data.info['built'] and data.info['build_s'] > 0
+  # The grid: three test views evenly spaced over the split, images and masks as stored.
+  test = read_split(d.data_dir, 'test')
+  assert data.info['num_test_examples'] == len(test) == 6
+  for j, i in enumerate([0, 2, 5]):  # round(linspace(0, 5, 3))
+    np.testing.assert_array_equal(data.held_out['image'][j], test[i]['image'])
+    np.testing.assert_array_equal(data.held_out['cond'][j], test[i]['contour_bone'])
+  # Training batches come from the train split alone, with the contour+bone masks.
+  train = {ex['image'].tobytes(): ex['contour_bone'] for ex in read_split(d.data_dir, 'train')}
+  batch = next(data.train)
+  assert batch['image'].shape == batch['cond'].shape == (4, 16, 16, 1)
+  for image, cond in zip(batch['image'], batch['cond']):
+    np.testing.assert_array_equal(cond, train[image.tobytes()])
+  # Found the second time: not built again.
+  assert not gpu_figures.knee_drr_data(config, 3).info['built'] and len(calls) == 2
+
+
+def _device_script(tmp_path, **env) -> tuple[subprocess.CompletedProcess, dict]:
+  """benchmarks/gpu_run.sh with this interpreter as the device's python3 and no wheels to
+  install; returns the process and the JSON it left."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   (bin_dir / 'python3').write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
@@ -115,15 +176,34 @@ def test_device_script_runs_its_part_and_writes_the_grid(tmp_path):
   out = tmp_path / 'out'
   out.mkdir()
   env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', OUT=str(out),
-             GPU_BUDGET_S='40', GPU_GRACE_S='400',
-             GPU_ARGS='--scale test --batch 4 --phantoms 2 --grid 2')
-  p = subprocess.run(['bash', 'benchmarks/gpu_run.sh'], cwd=root, env=env,
+             GPU_WHEELS=str(tmp_path / 'no_wheels'), GPU_SITE=str(tmp_path / 'site'), **env)
+  p = subprocess.run(['bash', 'benchmarks/gpu_run.sh'], cwd=ROOT, env=env,
                      capture_output=True, text=True, timeout=600, check=False)
   assert 'gpu_figures rc 0' in p.stdout, p.stdout + p.stderr
   with open(out / 'gpu_figures.json') as f:
-    r = json.load(f)
+    return p, json.load(f)
+
+
+def test_device_script_runs_its_part_and_writes_the_grid(tmp_path, data_dir):
+  # benchmarks/gpu_run.sh is what a GPU machine runs, once: here at the test scale.
+  _, r = _device_script(tmp_path, GPU_BUDGET_S='40', GPU_GRACE_S='400',
+                        GPU_ARGS=' '.join(['--scale test --batch 4 --grid 2 --data_dir',
+                                           data_dir, *TINY_ARGS]))
   assert r['run']['steps'] >= 1 and 'train' not in r and 'errors' not in r
-  assert os.path.getsize(out / 'gpu_run_grid.png') > 1000
+  assert r['data']['data'] == 'knee_drr' and r['data']['num_test_examples'] == 6
+  assert os.path.getsize(tmp_path / 'out' / 'gpu_run_grid.png') > 1000
+
+
+def test_device_script_falls_back_to_memory_data_where_knee_drr_cannot_load(tmp_path):
+  # A machine without TFDS still runs, on phantoms scanned in memory, and says why.
+  broken = tmp_path / 'broken' / 'tensorflow_datasets'
+  broken.mkdir(parents=True)
+  (broken / '__init__.py').write_text("raise ImportError('no TFDS on this machine')\n")
+  p, r = _device_script(tmp_path, GPU_PARTS='flops', PYTHONPATH=str(broken.parent),
+                        GPU_ARGS='--scale test --batch 4')
+  assert 'no wheels in' in p.stdout
+  assert 'knee_drr cannot be built or read here (ImportError: no TFDS on this machine)' in p.stdout
+  assert r['data'] == {'data': 'memory'} and r['flops']['batch'] == 4
 
 
 @pytest.mark.parametrize('args, train_s', [
@@ -136,11 +216,10 @@ def test_run_trains_for_what_the_budget_leaves_unless_told(tmp_path, monkeypatch
   # time idle.
   seen = {}
 
-  def short_run(config, mesh, data, held_out, train_s, *rest, deadline=None):
+  def short_run(config, mesh, get_data, train_s, *rest, deadline=None, on_data=None):
     seen.update(train_s=train_s, deadline=deadline)
     return {}
   monkeypatch.setattr(gpu_figures, 'short_run', short_run)
-  monkeypatch.setattr(gpu_figures, 'phantom_views', lambda *a: {})
   gpu_figures.main(['--scale', 'test', '--parts', 'run', '--out', str(tmp_path)] + args)
   assert seen['train_s'] == train_s
   assert (seen['deadline'] is None) == ('--budget_s' not in args)
