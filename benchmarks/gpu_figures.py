@@ -39,14 +39,12 @@ machine's image lacks (benchmarks/gpu_wheels.sh fetches their wheels, gpu_run.sh
 them). Loss and progress go to stderr as the run goes.
 """
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
-import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,20 +53,18 @@ import jax  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 
-from benchmarks import train as train_bench  # pylint: disable=g-import-not-at-top
+from benchmarks import gpu_data  # pylint: disable=g-import-not-at-top
+from benchmarks import train as train_bench
 from benchmarks import train_options
 from benchmarks import train_peers
 from benchmarks.drr_peers import time_calls
 from configs import default
 from score_sde_knee import demo
-from score_sde_knee.xray import drr
 from score_sde_knee.utils import files
-from score_sde_knee.xray import geometry as geometry_lib
 from score_sde_knee import methods
 from score_sde_knee import metrics
 from score_sde_knee import model_utils
 from score_sde_knee import parallel
-from score_sde_knee.xray import phantom
 from score_sde_knee import sampler_setting
 from score_sde_knee import sampling
 from score_sde_knee import train_state as ts
@@ -180,139 +176,18 @@ def bench_sampler(config, batch: int, repeats: int) -> dict:
           'peak_device_bytes': train_bench._peak_device_bytes()}  # pylint: disable=protected-access
 
 
-def phantom_views(num: int, size: int, views: int = 60) -> dict[str, np.ndarray]:
-  """(num * views, size, size, 1) DRRs and contour+bone masks of phantoms 0..num-1."""
-  spacing = 1.0 if size >= 256 else 128.0 / size  # As phantom_256 (1 mm), phantom_64 (2 mm).
-  geometry = geometry_lib.ConeBeamGeometry().with_detector(size)
-  angles = np.arange(views, dtype=np.float32) * (360.0 / views)
-  image, cond = [], []
-  for i in range(num):
-    p = phantom.make_phantom(i, spacing_mm=spacing)
-    scan = drr.scan_volume(p.hu, p.spacing_mm, geometry, angles)
-    image.append(scan.image)
-    cond.append(scan.contour_bone)
-    _log(f'phantom {i + 1}/{num} scanned')
-  return {'image': np.concatenate(image)[..., None].astype(np.float32),
-          'cond': np.concatenate(cond)[..., None].astype(np.float32)}
-
-
-@dataclasses.dataclass(frozen=True)
-class RunData:
-  """What the short run trains on and samples from."""
-  train: Iterator[dict[str, np.ndarray]]  # per-host {'image', 'cond'} batches, endless
-  held_out: dict[str, np.ndarray]  # the grid's 'image' and 'cond', never trained on
-  info: dict  # what the JSON's `data` records
-
-
-def memory_data(config, phantoms: int, grid: int, views: int = 60) -> RunData:
-  """`phantom_views` of phantoms 0..phantoms-1: random batches from all but the last, the
-  grid from the last one's views, evenly spaced in angle."""
-  if phantoms < 2:
-    raise ValueError(f'--phantoms {phantoms}: expected at least 2 (the last is held out).')
-  t0 = time.perf_counter()
-  data = phantom_views(phantoms, config.data.image_size, views)
-  n_train = len(data['image']) - views
-  per_host = parallel.check_batch(config.training.batch_size)
-  rng = np.random.default_rng(0)
-
-  def batches():
-    while True:
-      idx = rng.integers(0, n_train, per_host)
-      yield {k: v[idx] for k, v in data.items()}
-  test = slice(n_train, None, max(views // grid, 1))
-  return RunData(batches(), {k: v[test][:grid] for k, v in data.items()},
-                 {'data': 'memory', 'phantoms': phantoms, 'views': views,
-                  'make_s': time.perf_counter() - t0, 'num_train_examples': n_train,
-                  'num_test_examples': views})
-
-
-def newest_version() -> str:
-  """The newest knee_drr version the builder makes (its default is older: Table I's)."""
-  # pylint: disable-next=g-import-not-at-top
-  from datasets.knee_drr import knee_drr_dataset_builder as kb
-  return str(max([kb.Builder.VERSION, *kb.Builder.SUPPORTED_VERSIONS]))
-
-
-def knee_drr_data(config, grid: int) -> RunData:
-  """knee_drr/<data.builder_config>:<data.version> in data.data_dir, built there first when
-  it is not there; training batches as training reads them, the grid `grid` views evenly
-  spaced over the test split."""
-  # Imported here: TFDS and Grain are needed on this path alone.
-  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds
-  from datasets.knee_drr import build
-  from score_sde_knee import input_pipeline
-  from score_sde_knee import run_config
-  from score_sde_knee.utils import progress
-  # pylint: enable=g-import-not-at-top
-  d = config.data
-  if not d.data_dir or not d.version:
-    raise ValueError(f'config.data.data_dir={d.data_dir!r}, config.data.version='
-                     f'{d.version!r}: expected both set (main sets them from --data_dir and '
-                     '--data_version).')
-  spec = run_config.data_spec(config)
-  name = f'{d.name}/{spec}'
-  present = os.path.exists(
-      os.path.join(d.data_dir, d.name, d.builder_config, d.version, 'dataset_info.json'))
-  # The builder's own lines (one per patient scanned, with an ETA) are the progress; TFDS's
-  # bars and INFO lines would bury them.
-  tfds.disable_progress_bar()
-  progress.quiet_library_info()
-  _log(f'{name}: ' + ('found in ' if present else 'not there: building it into ') + d.data_dir)
-  t0 = time.perf_counter()
-  build.build(spec, d.data_dir)
-  build_s = time.perf_counter() - t0
-  _log(f'{name}: ' + (f'built in {build_s:.0f} s' if not present else 'ready'))
-  c = _copy(config)
-  c.training.eval_batches = 1  # Read when the streams are made; the short run uses none.
-  streams = input_pipeline.create_datasets(c)
-  test = input_pipeline.load_split(c, 'test', view_stride=1)
-  n_test = len(test['image'])
-  if n_test < grid:
-    raise ValueError(f'--grid {grid}: the test split of {name} has only {n_test} examples.')
-  pick = np.linspace(0, n_test - 1, grid).round().astype(int)
-  return RunData(streams.train, {'image': test['image'][pick], 'cond': test[c.condition][pick]},
-                 {'data': 'knee_drr', 'name': name, 'version': d.version,
-                  'data_dir': d.data_dir, 'built': not present, 'build_s': build_s,
-                  'num_train_examples': streams.num_train_examples,
-                  'num_test_examples': n_test,
-                  'grid_views': [[str(test['patient_id'][i]), float(test['angle_deg'][i])]
-                                 for i in pick]})
-
-
-def _beside(fn: Callable[[], RunData]) -> Callable[[], RunData]:
-  """Starts fn() in a daemon thread; returns what waits for its result. Daemon: a failed
-  compile does not wait for a data build that nothing will read."""
-  out = {}
-
-  def run():
-    try:
-      out['value'] = fn()
-    except BaseException as e:  # pylint: disable=broad-except
-      out['error'] = e
-  thread = threading.Thread(target=run, daemon=True)
-  thread.start()
-
-  def result() -> RunData:
-    thread.join()
-    if 'error' in out:
-      raise out['error']
-    return out['value']
-  return result
-
-
 RESERVE_S = 30.0  # After training: the grid's sampling, its PNG and the JSON.
 DEFAULT_TRAIN_S = 150.0  # The short run's training seconds when no budget bounds it.
 
 
-def short_run(config, mesh, get_data: Callable[[], RunData], train_s: float, warmup: int,
-              grid: int, out: str, deadline: float | None = None,
+def short_run(config, mesh, get_data: Callable[[], gpu_data.RunData], train_s: float,
+              warmup: int, grid: int, out: str, deadline: float | None = None,
               on_data: Callable[[dict], None] | None = None) -> dict:
   """Compiles the update and the grid's sampler while get_data() runs beside them (shapes
   are all a compile needs), calls on_data(its info), then trains for `train_s` seconds (at
   least one update; fewer where `deadline`, a perf_counter time, comes first, less
   RESERVE_S) and samples the `grid` held-out views."""
-  data_result = _beside(get_data)
+  data_result = gpu_data.beside(get_data)
   c = _copy(config)
   c.optim.warmup = warmup
   model = model_utils.create_model(c)
@@ -447,15 +322,15 @@ def main(argv=None) -> dict:
 
   def run_part():
     if a.data == 'memory':
-      get_data = lambda: memory_data(config, a.phantoms, a.grid)
+      get_data = lambda: gpu_data.memory_data(config, a.phantoms, a.grid)
     else:
       d = config.data
       d.data_dir = a.data_dir
       d.builder_config = a.builder_config or d.builder_config
-      d.version = a.data_version or newest_version()
+      d.version = a.data_version or gpu_data.newest_version()
       result['data'].update(name=f'{d.name}/{d.builder_config}:{d.version}')
       save()  # A run stopped while building still says what it was building.
-      get_data = lambda: knee_drr_data(config, a.grid)
+      get_data = lambda: gpu_data.knee_drr_data(config, a.grid)
 
     def on_data(info):  # Recorded before training: a run cut short keeps it.
       result['data'] = info

@@ -8,12 +8,11 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 import pytest
 
+from benchmarks import gpu_data
 from benchmarks import gpu_figures
 from benchmarks import train_options
-from datasets.knee_drr import build
 from datasets.knee_drr import knee_drr_dataset_builder as kb
 from helpers import TINY
 from helpers import read_split
@@ -43,16 +42,6 @@ def test_lowered_flop_count_of_a_convolution_is_the_hand_count():
       x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   flops = train_options.xla_cost(jax.jit(conv).lower(x, k))['flops']
   assert flops == 2 * n * (3 * h - 2) * (3 * w - 2) * cin * cout
-
-
-def test_phantom_views_are_normalised_drrs_with_three_level_masks():
-  data = gpu_figures.phantom_views(2, 16, views=6)
-  assert data['image'].shape == data['cond'].shape == (12, 16, 16, 1)
-  assert data['image'].min() >= 0.0 and data['image'].max() == pytest.approx(1.0)
-  assert set(np.unique(data['cond'])) <= {0.0, 0.5, 1.0}
-  assert (data['cond'] == 1.0).any() and (data['cond'] == 0.0).any()
-  # Two patients, not one patient twice.
-  assert not np.allclose(data['image'][:6], data['image'][6:])
 
 
 def test_whole_run_at_test_scale_writes_consistent_json_and_grid(tmp_path, data_dir):
@@ -117,53 +106,13 @@ def test_short_run_trains_only_until_the_deadline(tmp_path):
   config = gpu_figures.config_for('test', 4)
   mesh = gpu_figures.parallel.make_mesh()
   seen = []
-  get_data = lambda: gpu_figures.memory_data(config, 2, 2, views=4)
+  get_data = lambda: gpu_data.memory_data(config, 2, 2, views=4)
   # A deadline already past: one update however long --run_train_s asks for.
   r = gpu_figures.short_run(config, mesh, get_data, 3600.0, 10, 2, str(tmp_path),
                             deadline=0.0, on_data=seen.append)
   assert r['steps'] == 1 and r['train_s'] < 600
   assert seen == [{'data': 'memory', 'phantoms': 2, 'views': 4, 'make_s': seen[0]['make_s'],
                    'num_train_examples': 4, 'num_test_examples': 4}]
-
-
-def test_a_failed_data_build_reaches_the_caller():
-  # short_run builds the data in another thread while the programs compile: the build's
-  # error must still reach the part (and so the JSON), not vanish with the thread.
-  def broken():
-    raise FileNotFoundError('no phantoms here')
-  with pytest.raises(FileNotFoundError, match='no phantoms here'):
-    gpu_figures._beside(broken)()  # pylint: disable=protected-access
-  assert gpu_figures._beside(lambda: 7)() == 7  # pylint: disable=protected-access
-
-
-def test_knee_drr_data_builds_an_absent_data_set_then_reads_the_splits(tmp_path, data_dir,
-                                                                        monkeypatch):
-  calls = []
-
-  def fake_build(spec, where):  # knee_drr/tiny is no named config: build.build cannot
-    calls.append((spec, where))  # make it, so the fixture's builder does.
-    kb.Builder(config=TINY, data_dir=where).download_and_prepare()
-  monkeypatch.setattr(build, 'build', fake_build)
-  config = gpu_figures.config_for('test', 4)
-  d = config.data
-  d.data_dir, d.builder_config, d.version = str(tmp_path / 'tfds'), TINY.name, VERSION
-  data = gpu_figures.knee_drr_data(config, 3)
-  assert calls == [(f'{TINY.name}:{VERSION}', d.data_dir)]
-  assert data.info['built'] and data.info['build_s'] > 0
-  # The grid: three test views evenly spaced over the split, images and masks as stored.
-  test = read_split(d.data_dir, 'test')
-  assert data.info['num_test_examples'] == len(test) == 6
-  for j, i in enumerate([0, 2, 5]):  # round(linspace(0, 5, 3))
-    np.testing.assert_array_equal(data.held_out['image'][j], test[i]['image'])
-    np.testing.assert_array_equal(data.held_out['cond'][j], test[i]['contour_bone'])
-  # Training batches come from the train split alone, with the contour+bone masks.
-  train = {ex['image'].tobytes(): ex['contour_bone'] for ex in read_split(d.data_dir, 'train')}
-  batch = next(data.train)
-  assert batch['image'].shape == batch['cond'].shape == (4, 16, 16, 1)
-  for image, cond in zip(batch['image'], batch['cond']):
-    np.testing.assert_array_equal(cond, train[image.tobytes()])
-  # Found the second time: not built again.
-  assert not gpu_figures.knee_drr_data(config, 3).info['built'] and len(calls) == 2
 
 
 def _device_script(tmp_path, **env) -> tuple[subprocess.CompletedProcess, dict]:
