@@ -1,0 +1,470 @@
+"""Does adding synthetic radiographs to a small training set help a segmentation model?
+
+    python -m benchmarks.augmentation --workdir runs/augmentation --data_dir DIR \
+        --version 2.0.0 --k 2,6 --seeds 3 --seg_steps 1500 --gen_steps 2000 \
+        --samples_per_mask 1 [--regimes real-k,real-k+ctm,ceiling] [--scale test]
+
+Regimes (`--regimes`: templates, k standing for each `--k`): `real-k`, the first k training
+patients of a fixed permutation (`--subset_seed`; nested in k), all their views or
+`--views_per_patient` evenly spaced by angle; `real-k+classic`, the same with the
+segmenter's classic augmentation; `real-k+G` for a generator G in ctm, unet, csm: plus the
+images that G, trained on those k patients only, drew (`--sampler=fast`, the U-Net's one
+pass) from the contour_bone masks of the other training patients (`--mask_views` of each,
+0 = all), whose images are never used; `real-k+G:deformed`: from the k patients' own masks,
+each warped (the segmenter's affine and elastic warps, no flip, nearest label), as many as
+the other patients give; `ceiling`: every training patient. Each regime trains the segmenter
+(score_sde_knee/segmenter.py) `--seeds` times with the same steps, augmenting only for
+`classic`, and scores bone and leg Dice on every view of the test patients.
+
+Stages, kept under --workdir and skipped on a rerun (a changed setting that would alter them
+is refused): (1) subsets.json; (2) gen/<G>_k<k>/: configs/<G>.py:contour_bone,<scale> trained
+`--gen_steps` on the subset, through train_and_evaluate's datasets_fn (`subset_datasets`);
+(3) synth/<G>_k<k>_<source>/: masks, samples (generate.generate) and their export
+(generate.export_tfds), read back with tfds.builder_from_directory; (4) seg/<regime>/seed<s>/
+result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out, atomic) and
+the figure (--figure). Per regime, dice_*_mean is the mean over seeds of each seed's mean over
+the test images, dice_*_std the std of those means (ddof 0), dice_*_image_std the mean over
+seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's).
+"""
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import grain
+import jax
+import numpy as np
+
+if not __package__:  # Run as a script: make the repository importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from score_sde_knee import generate  # pylint: disable=g-import-not-at-top
+from score_sde_knee import input_pipeline
+from score_sde_knee import run_config
+from score_sde_knee import segmenter as seg
+from score_sde_knee import segmenter_data as sd
+from score_sde_knee import train
+from score_sde_knee.utils import files
+from score_sde_knee.utils import progress
+from score_sde_knee.utils import resize
+
+TEMPLATES = ('real-k', 'real-k+classic', 'real-k+ctm', 'real-k+ctm:deformed', 'real-k+unet',
+             'real-k+unet:deformed', 'real-k+csm', 'real-k+csm:deformed', 'ceiling')
+# Per-unit guesses for the budget, cpu scale on 2 cores: a 2000-step model took 24-32 min and
+# `fast` 0.5-0.7 s per image (benchmarks/RESULTS.md); a segmenter step (batch 16, 64 px) took
+# 0.28 s, 0.45 s with augmentation (AMD EPYC, 2 shared cores); plus a start-up per unit.
+GUESS_S = {'gen_step': 0.8, 'ctm': 0.6, 'csm': 0.6, 'unet': 0.02, 'seg_step': 0.3,
+           'classic_step': 0.45, 'unit': 20.0}
+FIGURE_IMAGES = 4
+EVAL_BATCH = 32
+SEED_KEYS = ('dice_bone_mean', 'dice_bone_std', 'dice_leg_mean', 'dice_leg_std', 'num_images',
+             'n_real', 'n_synthetic')
+# What finished stages depend on: a rerun must keep them.
+FIXED = ('data', 'scale', 'gen_steps', 'seg_steps', 'samples_per_mask', 'views_per_patient',
+         'mask_views', 'subset_seed')
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  workdir: str
+  data_dir: str
+  builder_config: str = 'phantom_64'
+  version: str = '2.0.0'
+  ks: tuple[int, ...] = (2, 6)
+  seeds: int = 3
+  seg_steps: int = 1500
+  gen_steps: int = 2000
+  samples_per_mask: int = 1
+  views_per_patient: int = 0   # 0: every view
+  mask_views: int = 0          # 0: every view of each other patient
+  regimes: tuple[str, ...] = TEMPLATES
+  scale: str = 'cpu'
+  subset_seed: int = 0
+  out: str = ''
+  figure: str = ''
+  command: str = ''
+
+  @property
+  def data(self) -> str:
+    return os.path.join(self.data_dir, 'knee_drr', self.builder_config, self.version)
+
+
+@dataclasses.dataclass(frozen=True)
+class Regime:
+  name: str           # the template with k filled in, e.g. real-2+ctm:deformed
+  k: int | None       # None: ceiling
+  generator: str      # none | classic | ctm | unet | csm
+  mask_source: str    # none | other_patients | deformed
+
+
+def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
+  """Regimes in TEMPLATES order, per k; the ceiling last."""
+  bad = [t for t in templates if t not in TEMPLATES]
+  if bad:
+    raise ValueError(f'--regimes: {bad} unknown; expected some of {",".join(TEMPLATES)}.')
+  out = []
+  for k in ks:
+    for t in (t for t in TEMPLATES if t in templates and t != 'ceiling'):
+      gen, _, deformed = t.removeprefix('real-k').lstrip('+').partition(':')
+      source = 'none' if gen in ('', 'classic') else deformed or 'other_patients'
+      out.append(Regime(t.replace('real-k', f'real-{k}'), k, gen or 'none', source))
+  return out + ([Regime('ceiling', None, 'none', 'none')] if 'ceiling' in templates else [])
+
+
+class Subset:
+  """Examples `indices` of a random-access source, itself one (len, [i])."""
+
+  def __init__(self, source: Any, indices: Sequence[int]):
+    self.source, self.indices = source, [int(i) for i in indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> Any:
+    return self.source[self.indices[i]]
+
+
+def subset_datasets(train_source: Any, val_source: Any) -> Callable[..., Any]:
+  """train_and_evaluate's datasets_fn: input_pipeline's streams with `train_source` (a
+  subset of the train split) for the split. One process."""
+  def create(config, start_step: int = 0) -> input_pipeline.Datasets:
+    if jax.process_count() != 1:
+      raise ValueError(f'subset_datasets: {jax.process_count()} processes; expected 1.')
+    size, per_host = int(config.data.image_size), int(config.training.batch_size)
+    prep = lambda ex: {k: resize.area_resize(np.asarray(ex[f], np.float32), size)
+                       for k, f in (('image', 'image'), ('cond', config.condition))}
+    stream = input_pipeline.train_dataset(grain.MapDataset.source(train_source).map(prep),
+                                          per_host=per_host, seed=config.seed)
+    it = iter(stream.to_iter_dataset(grain.ReadOptions(
+        num_threads=int(config.data.read_threads),
+        prefetch_buffer_size=int(config.data.prefetch))))
+    input_pipeline.position(it, start_step)
+    val = grain.MapDataset.source(val_source).map(prep).repeat().batch(per_host,
+                                                                        drop_remainder=True)
+    val_batches = [val[i] for i in range(config.training.eval_batches)]
+    return input_pipeline.Datasets(train=it, eval_batches=lambda: iter(val_batches),
+                                   num_train_examples=len(train_source))
+  return create
+
+
+def pick_views(pids: np.ndarray, angles: np.ndarray, patients: Sequence[str],
+               per_patient: int) -> list[int]:
+  """Indices of `per_patient` views (0 = all) of each patient, evenly spaced by angle."""
+  out = []
+  for p in patients:
+    idx = np.flatnonzero(pids == p)
+    idx = idx[np.argsort(angles[idx], kind='stable')]
+    n = len(idx) if per_patient <= 0 else min(per_patient, len(idx))
+    out += sorted(int(i) for i in idx[(np.arange(n) * len(idx)) // n])
+  return out
+
+
+def make_subsets(source: Any, ks: Sequence[int], s: Settings) -> dict[str, Any]:
+  """Stage 1: the patient order; per k its real views and the other patients' mask views."""
+  exs = [source[i] for i in range(len(source))]
+  pids = np.array([_text(ex['patient_id']) for ex in exs])
+  angles = np.array([float(ex['angle_deg']) for ex in exs])
+  patients = sorted(set(pids))
+  order = [patients[i] for i in np.random.default_rng(s.subset_seed).permutation(len(patients))]
+  out = {'patients': order, 'all': pick_views(pids, angles, order, s.views_per_patient),
+         'k': {}}
+  for k in ks:
+    if not 1 <= k < len(order):
+      raise ValueError(f'--k {k}: expected 1 <= k < {len(order)} (the train patients).')
+    out['k'][str(k)] = {
+        'patients': order[:k], 'real': pick_views(pids, angles, order[:k], s.views_per_patient),
+        'masks': pick_views(pids, angles, order[k:], s.mask_views)}
+  return out
+
+
+def _text(x: Any) -> str:
+  return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _read_json(path: str) -> Any:
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def deformed_masks(masks: Sequence[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
+  """n masks, the given ones in turn, each through an affine and an elastic warp."""
+  out = []
+  for j in range(n):
+    labels = sd.labels_from_mask(masks[j % len(masks)])
+    # augment() flips first, with p=1 always: flipping its input undoes that, leaving the
+    # warps (nearest label for the labels). The intensity jitter only touches the dummy.
+    _, warped = sd.augment(np.zeros(labels.shape + (1,), np.float32), labels[:, ::-1],
+                           np.random.default_rng([seed, j]), p=1.0)
+    out.append((warped * 0.5).astype(np.float32)[..., None])
+  return out
+
+
+def gen_config(gen: str, s: Settings):
+  c = importlib.import_module(f'configs.{gen}').get_config(f'contour_bone,{s.scale}')
+  c.data.data_dir, c.data.builder_config = s.data_dir, s.builder_config
+  c.data.version, c.training.num_train_steps = s.version, s.gen_steps
+  return c
+
+
+def train_generator(s: Settings, gen: str, k: int, subsets: dict, real: dict) -> None:
+  """Stage 2: the generator, trained on the k patients' views only."""
+  workdir = os.path.join(s.workdir, 'gen', f'{gen}_k{k}')
+  files.write_json(os.path.join(workdir, 'subset.json'), subsets['k'][str(k)])
+  train.train_and_evaluate(gen_config(gen, s), workdir, datasets_fn=subset_datasets(
+      Subset(real['train'], subsets['k'][str(k)]['real']), real['validation']))
+  files.write_json(os.path.join(workdir, 'done.json'), {'steps': s.gen_steps})
+
+
+def sample_generator(s: Settings, gen: str, k: int, source: str, subsets: dict,
+                     real: dict) -> None:
+  """Stage 3: masks -> generate -> export_tfds (again from scratch if a cut one is there)."""
+  base, gen_dir = (os.path.join(s.workdir, 'synth', f'{gen}_k{k}_{source}'),
+                   os.path.join(s.workdir, 'gen', f'{gen}_k{k}'))
+  config = run_config.load(gen_dir)
+  size, sub = int(config.data.image_size), subsets['k'][str(k)]
+  masks = [(sd.labels_from_mask(resize.area_resize(np.asarray(
+      real['train'][i]['contour_bone'], np.float32), size)) * 0.5).astype(np.float32)[..., None]
+           for i in (sub['masks'] if source == 'other_patients' else sub['real'])]
+  if source == 'deformed':
+    masks = deformed_masks(masks, len(sub['masks']), seed=s.subset_seed * 1000 + k)
+  for j, m in enumerate(masks):
+    files.write_npy(os.path.join(base, 'masks', f'm{j:05d}.npy'), m)
+  unet = gen == 'unet'  # one deterministic forward pass: no sampler, one image per mask
+  generate.generate(config, gen_dir, masks=os.path.join(base, 'masks'),
+                    out=os.path.join(base, 'samples'), seed=0, sampler=None if unet else 'fast',
+                    num_samples=1 if unet else s.samples_per_mask)
+  shutil.rmtree(os.path.join(base, 'tfds'), ignore_errors=True)
+  path = generate.export_tfds(os.path.join(base, 'samples'), os.path.join(base, 'tfds'))
+  files.write_json(os.path.join(base, 'done.json'), {'tfds': path})
+
+
+def seg_config(s: Settings, r: Regime, seed: int) -> seg.SegmenterConfig:
+  small = {'batch_size': 4, 'features': 8, 'levels': 2} if s.scale == 'test' else {}
+  # The generators' image size for real and synthetic images alike.
+  return seg.SegmenterConfig(steps=s.seg_steps, seed=seed, augment=r.generator == 'classic',
+                             image_size=int(gen_config('ctm', s).data.image_size), **small)
+
+
+def run_segmenter(s: Settings, r: Regime, seed: int, subsets: dict, real: dict) -> None:
+  """Stage 4: one segmenter; seed 0 also keeps its labels of the figure's test images."""
+  workdir = os.path.join(s.workdir, 'seg', r.name, f'seed{seed}')
+  sources = [Subset(real['train'],
+                    subsets['all'] if r.k is None else subsets['k'][str(r.k)]['real'])]
+  if r.mask_source != 'none':
+    done = os.path.join(s.workdir, 'synth', f'{r.generator}_k{r.k}_{r.mask_source}')
+    sources.append(seg.open_source(_read_json(os.path.join(done, 'done.json'))['tfds'],
+                                   'train'))
+  config = seg_config(s, r, seed)
+  params = seg.train_segmenter(config, sources, workdir)
+  result = seg.evaluate_segmenter(params, config, real['test'], batch_size=EVAL_BATCH)
+  if seed == 0:
+    idx = np.unique(np.linspace(0, len(real['test']) - 1, FIGURE_IMAGES).round().astype(int))
+    images = np.zeros((EVAL_BATCH, config.image_size, config.image_size, 1), np.float32)
+    for j, i in enumerate(idx):  # padded as evaluate_segmenter pads: the same program
+      images[j] = sd.example_arrays(real['test'][i], config.image_size)['image']
+    files.write_npz(os.path.join(workdir, 'predictions.npz'), indices=idx,
+                    labels=seg.predict(params, config, images)[:len(idx)])
+  files.write_json(os.path.join(workdir, 'result.json'), {
+      'n_real': len(sources[0]), 'n_synthetic': sum(len(x) for x in sources[1:]),
+      **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}})
+
+
+def summarize(s: Settings, regimes: Sequence[Regime]) -> list[dict[str, Any]]:
+  """Stage 5: one row per regime (module doc), from the results stage 4 wrote."""
+  rows = []
+  for r in regimes:
+    per_seed = []
+    for seed in range(s.seeds):
+      res = _read_json(os.path.join(s.workdir, 'seg', r.name, f'seed{seed}', 'result.json'))
+      per_seed.append({'seed': seed, **{k: res[k] for k in SEED_KEYS}})
+    row = {**dataclasses.asdict(r), 'n_real': per_seed[0]['n_real'],
+           'n_synthetic': per_seed[0]['n_synthetic'], 'seeds': per_seed}
+    for m in ('dice_bone', 'dice_leg'):
+      means = np.array([p[f'{m}_mean'] for p in per_seed])
+      row[f'{m}_mean'], row[f'{m}_std'] = float(means.mean()), float(means.std())
+      row[f'{m}_image_std'] = float(np.mean([p[f'{m}_std'] for p in per_seed]))
+    rows.append(row)
+  by_name = {row['name']: row for row in rows}
+  for row in rows:
+    base, top = by_name.get(f"real-{row['k']}"), by_name.get('ceiling')
+    if row['k'] is not None and row['name'] != f"real-{row['k']}":
+      gap = top['dice_bone_mean'] - base['dice_bone_mean'] if base and top else 0.0
+      row['gap_closed'] = (row['dice_bone_mean'] - base['dice_bone_mean']) / gap if gap else None
+  return rows
+
+
+def environment() -> dict[str, Any]:
+  cpu = ''
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+  return {'versions': {name: importlib.metadata.version(dist) for name, dist in (
+              ('jax', 'jax'), ('flax', 'flax'), ('grain', 'grain'),
+              ('tfds', 'tensorflow-datasets'))},
+          'machine': {'cpu': cpu or 'unknown', 'cores': os.cpu_count()},
+          'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
+
+
+def save_figure(s: Settings, rows: list[dict[str, Any]], test: Any, path: str) -> None:
+  """Dice by regime (bars: mean over seeds, error bars: std over seeds), and seed 0's labels
+  of a few test images from the predictions stage 4 kept (no retraining)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from score_sde_knee.utils import plots  # pylint: disable=g-import-not-at-top
+  preds = [np.load(os.path.join(s.workdir, 'seg', r['name'], 'seed0', 'predictions.npz'))
+           for r in rows]
+  size = preds[0]['labels'].shape[-1]
+  exs = [sd.example_arrays(test[int(i)], size) for i in preds[0]['indices']]
+  # One mosaic (rows: test images; columns: image, truth, each regime; labels / 2 so that
+  # they look like masks), white 1 px lines between tiles.
+  tile = lambda a: np.pad(np.squeeze(a), ((0, 1), (0, 1)), constant_values=1.0)
+  mosaic = np.concatenate([np.concatenate([tile(ex['image']), tile(ex['labels'] / 2)] + [
+      tile(p['labels'][i] / 2) for p in preds], axis=1) for i, ex in enumerate(exs)])
+  cols = 2 + len(rows)
+  width = max(6.0, 0.9 * cols)
+  fig, (ax, bottom) = plt.subplots(2, 1, figsize=(width, 3.4 + width / cols * len(exs)),
+                                   height_ratios=[3.4, width / cols * len(exs)])
+  x = np.arange(len(rows))
+  for j, (m, label) in enumerate((('dice_bone', 'bone'), ('dice_leg', 'leg'))):
+    ax.bar(x + (j - 0.5) * 0.38, [r[f'{m}_mean'] for r in rows], 0.38, label=label,
+           yerr=[r[f'{m}_std'] for r in rows], capsize=3)
+  ax.set_ylim(max(0.0, min(r['dice_bone_mean'] - r['dice_bone_std'] for r in rows) - 0.05), 1)
+  ax.set_xticks(x, [r['name'] for r in rows], rotation=30, ha='right', fontsize=8)
+  ax.set_ylabel('test Dice')
+  ax.legend(fontsize=8)
+  bottom.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+  bottom.set_xticks((np.arange(cols) + 0.5) * (size + 1) - 1, ['image', 'truth'] + [
+      r['name'].replace(':', '\n') for r in rows], fontsize=7)
+  bottom.xaxis.tick_top()
+  bottom.set_yticks([])
+  plots.save_figure(fig, path, pad=0.3)
+
+
+def _stage(name: str, units: list, fn: Callable[..., None],
+           done: Callable[..., bool]) -> dict[str, int]:
+  """fn(*unit) for each unit not done, with a progress line (rate, ETA) after each."""
+  todo = [u for u in units if not done(*u)]
+  bar = progress.Progress(len(units), name, done=len(units) - len(todo), unit='unit', every=0)
+  print(bar.line(), file=sys.stderr, flush=True)
+  for u in todo:
+    fn(*u)
+    bar.update(force=True)
+  return {'ran': len(todo), 'skipped': len(units) - len(todo)}
+
+
+def run(s: Settings) -> dict[str, Any]:
+  """Every stage, skipping what is on disk; returns the report, with 'stages' added."""
+  regimes = parse_regimes(s.regimes, s.ks)
+  fixed, path = {k: getattr(s, k) for k in FIXED}, lambda *p: os.path.join(s.workdir, *p)
+  if not os.path.exists(path('settings.json')):
+    files.write_json(path('settings.json'), fixed)
+  diff = {k: (w, fixed.get(k)) for k, w in _read_json(path('settings.json')).items()
+          if w != fixed.get(k)}
+  if diff:
+    raise ValueError(f"{path('settings.json')}: the workdir holds a run with other settings "
+                     f'(field: (saved, now)): {diff}. Keep them or use another --workdir.')
+  real = {split: seg.open_source(s.data, split) for split in ('train', 'validation', 'test')}
+  subsets = _read_json(path('subsets.json')) if os.path.exists(path('subsets.json')) else {}
+  stages = {'subsets': {'ran': 0, 'skipped': 1}}
+  if any(str(k) not in subsets.get('k', {}) for k in s.ks):
+    ks = sorted(set(s.ks) | {int(k) for k in subsets.get('k', {})})
+    subsets, stages['subsets'] = make_subsets(real['train'], ks, s), {'ran': 1, 'skipped': 0}
+    files.write_json(path('subsets.json'), subsets)
+  synth = sorted({(r.generator, r.k, r.mask_source) for r in regimes if r.mask_source != 'none'})
+  gens = sorted({(g, k) for g, k, _ in synth})
+  segs = [(r, seed) for r in regimes for seed in range(s.seeds)]
+  gen_done = lambda g, k: os.path.exists(path('gen', f'{g}_k{k}', 'done.json'))
+  synth_done = lambda g, k, m: os.path.exists(path('synth', f'{g}_k{k}_{m}', 'done.json'))
+  seg_done = lambda r, seed: os.path.exists(path('seg', r.name, f'seed{seed}', 'result.json'))
+  # The budget of what is left, from GUESS_S.
+  g, f = GUESS_S, progress.format_seconds
+  left = [sum(g['unit'] + s.gen_steps * g['gen_step'] for u in gens if not gen_done(*u)),
+          sum(g['unit'] + len(subsets['k'][str(u[1])]['masks']) * g[u[0]] * (
+              1 if u[0] == 'unet' else s.samples_per_mask) for u in synth if not synth_done(*u)),
+          sum(g['unit'] + s.seg_steps * g['classic_step' if u[0].generator == 'classic'
+                                          else 'seg_step'] for u in segs if not seg_done(*u))]
+  print(f'budget guess (per unit, s: {g}): {len(gens)} generators {f(left[0])}, '
+        f'{len(synth)} synthetic sets {f(left[1])}, {len(segs)} segmenters {f(left[2])}; '
+        f'left in all {f(sum(left))}', file=sys.stderr, flush=True)
+  stages['generators'] = _stage('stage 2 generators', gens, lambda g, k: train_generator(
+      s, g, k, subsets, real), gen_done)
+  stages['sampling'] = _stage('stage 3 sampling', synth, lambda g, k, m: sample_generator(
+      s, g, k, m, subsets, real), synth_done)
+  stages['segmenters'] = _stage('stage 4 segmenters', segs, lambda r, seed: run_segmenter(
+      s, r, seed, subsets, real), seg_done)
+  rows = summarize(s, regimes)
+  report = {'regimes': rows, **environment(), 'command': s.command,
+            'settings': {**fixed, 'ks': list(s.ks), 'seeds': s.seeds},
+            'patients': {'order': subsets['patients'],
+                         **{f'k{k}': v['patients'] for k, v in subsets['k'].items()}}}
+  out = s.out or (path('augmentation_test.json') if s.scale == 'test'
+                  else os.path.join('benchmarks', 'results', 'augmentation_cpu.json'))
+  files.write_json(out, report)
+  figure = s.figure or path('augmentation.png')
+  save_figure(s, rows, real['test'], figure)
+  for r in rows:
+    print(f"{r['name']:<22} bone {r['dice_bone_mean']:.4f} ± {r['dice_bone_std']:.4f}, leg "
+          f"{r['dice_leg_mean']:.4f} ± {r['dice_leg_std']:.4f}; {r['n_real']} real, "
+          f"{r['n_synthetic']} synthetic", file=sys.stderr)
+  print(f'report {out}, figure {figure}', file=sys.stderr, flush=True)
+  return {**report, 'stages': stages, 'out': out, 'figure': figure}
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--workdir', required=True, help='every stage is kept here (resumable)')
+  p.add_argument('--data_dir', required=True, help='TFDS data dir holding knee_drr')
+  p.add_argument('--builder_config', default='phantom_64', help='knee_drr config')
+  p.add_argument('--version', default='2.0.0', help='knee_drr version')
+  p.add_argument('--k', default='2,6', help='comma-separated numbers of real patients')
+  p.add_argument('--seeds', type=int, default=3, help='segmenter seeds per regime')
+  p.add_argument('--seg_steps', type=int, help='segmenter steps (cpu 1500, test 4)')
+  p.add_argument('--gen_steps', type=int, help="generator steps (the scale's: cpu 2000)")
+  p.add_argument('--samples_per_mask', type=int, default=1, help='(the U-Net draws 1)')
+  p.add_argument('--views_per_patient', type=int, default=0, help='real views (0: all)')
+  p.add_argument('--mask_views', type=int, default=0, help='views of each other patient '
+                 'whose masks are sampled from (0: all)')
+  p.add_argument('--regimes', default=','.join(TEMPLATES), help='comma-separated, of '
+                 f'{",".join(TEMPLATES)} (default: all)')
+  p.add_argument('--scale', choices=('cpu', 'test'), default='cpu')
+  p.add_argument('--subset_seed', type=int, default=0, help='the patients order')
+  p.add_argument('--out', default='', help='report JSON (default benchmarks/results/'
+                 'augmentation_cpu.json; --scale test: <workdir>/augmentation_test.json)')
+  p.add_argument('--figure', default='', help='PNG (default <workdir>/augmentation.png)')
+  a = p.parse_args(argv)
+  try:
+    ks = tuple(int(k) for k in a.k.split(',') if k)
+  except ValueError:
+    p.error(f'--k {a.k}: expected comma-separated integers such as 2,6')
+  test = a.scale == 'test'
+  steps = importlib.import_module('configs.default').get_config(a.scale).training
+  return Settings(
+      a.workdir, a.data_dir, a.builder_config, a.version, ks, a.seeds,
+      a.seg_steps or (4 if test else 1500), a.gen_steps or int(steps.num_train_steps),
+      a.samples_per_mask, a.views_per_patient, a.mask_views,
+      tuple(t for t in a.regimes.split(',') if t), a.scale, a.subset_seed, a.out, a.figure,
+      'python -m benchmarks.augmentation ' + ' '.join(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  s, t0 = parse(argv), time.perf_counter()
+  try:
+    result = run(s)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f'error: {e}')
+  print(f'done in {progress.format_seconds(time.perf_counter() - t0)}', file=sys.stderr)
+  return result
+
+
+if __name__ == '__main__':
+  from score_sde_knee.utils import xla_cpu  # pylint: disable=g-import-not-at-top
+  xla_cpu.configure()
+  progress.quiet_library_info()
+  main()

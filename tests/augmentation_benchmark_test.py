@@ -1,0 +1,209 @@
+"""benchmarks/augmentation.py: its pieces, and the whole benchmark at the test scale on a
+knee_drr of 6 patients (4 train) at 16 px: report, counts, the synthetic data set read back
+as another project would, the figure's predictions, and a rerun that redoes nothing."""
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from benchmarks import augmentation as aug
+from datasets.knee_drr import knee_drr_dataset_builder as kb
+from score_sde_knee import segmenter_data as sd
+from score_sde_knee.utils import files
+
+# 6 phantoms -> 4 train / 1 validation / 1 test patients, 6 views at 16 px: seconds to build.
+TINY6 = kb.KneeDrrConfig(name='tiny6', num_patients=6, detector=16, num_views=6,
+                         spacing_mm=8.0)
+VERSION = '2.0.0'
+REGIMES = ('real-k', 'real-k+ctm', 'ceiling')
+
+
+def test_regimes_from_templates():
+  got = aug.parse_regimes(aug.TEMPLATES, (2, 6))
+  assert len(got) == 2 * 8 + 1 and got[-1] == aug.Regime('ceiling', None, 'none', 'none')
+  by_name = {r.name: r for r in got}
+  assert by_name['real-6'] == aug.Regime('real-6', 6, 'none', 'none')
+  assert by_name['real-2+classic'] == aug.Regime('real-2+classic', 2, 'classic', 'none')
+  assert by_name['real-2+csm'] == aug.Regime('real-2+csm', 2, 'csm', 'other_patients')
+  assert by_name['real-6+unet:deformed'] == aug.Regime('real-6+unet:deformed', 6, 'unet',
+                                                       'deformed')
+  with pytest.raises(ValueError, match="'real-k\\+gan'"):
+    aug.parse_regimes(['real-k', 'real-k+gan'], (2,))
+
+
+def test_views_are_evenly_spaced_by_angle_within_each_patient():
+  rng = np.random.default_rng(0)
+  pids = np.repeat(['a', 'b'], 12)
+  angles = np.tile(np.arange(12) * 30.0, 2)
+  perm = rng.permutation(24)  # file order is not angle order
+  pids, angles = pids[perm], angles[perm]
+  got = aug.pick_views(pids, angles, ['b', 'a'], 4)
+  assert len(got) == 8 and list(pids[got[:4]]) == ['b'] * 4
+  assert sorted(angles[got[:4]]) == [0, 90, 180, 270]
+  assert sorted(angles[got[4:]]) == [0, 90, 180, 270]
+  assert sorted(aug.pick_views(pids, angles, ['a'], 0)) == sorted(np.flatnonzero(pids == 'a'))
+
+
+def test_deformed_masks_are_warped_labels_of_the_given_ones():
+  yy, xx = np.mgrid[0:32, 0:32]
+  leg = (np.abs(xx - 15.5) < 9)
+  bone = leg & (np.abs(xx - 13.5) < 4) & (yy > 3)
+  mask = np.where(bone, 1.0, np.where(leg, 0.5, 0.0)).astype(np.float32)[..., None]
+  got = aug.deformed_masks([mask, mask[::-1]], 5, seed=3)
+  assert len(got) == 5 and all(m.shape == (32, 32, 1) and m.dtype == np.float32 for m in got)
+  assert set(np.unique(np.concatenate(got))) <= {0.0, 0.5, 1.0}
+  for j, m in enumerate(got):
+    src = sd.labels_from_mask([mask, mask[::-1]][j % 2])
+    labels = sd.labels_from_mask(m)
+    assert not np.array_equal(labels, src)  # warped ...
+    assert sd.dice(labels, src, sd.BONE) > 0.8  # ... a little, and not mirrored
+    assert sd.dice(labels, src, sd.LEG) > 0.9
+  again = aug.deformed_masks([mask, mask[::-1]], 5, seed=3)
+  assert all(np.array_equal(a, b) for a, b in zip(got, again))
+
+
+def _write_result(workdir, name, seed, bone, leg, n_real=6, n_synthetic=0):
+  files.write_json(os.path.join(workdir, 'seg', name, f'seed{seed}', 'result.json'), {
+      'dice_bone_mean': bone, 'dice_bone_std': 0.1, 'dice_leg_mean': leg,
+      'dice_leg_std': 0.2, 'num_images': 3, 'n_real': n_real, 'n_synthetic': n_synthetic})
+
+
+def test_summary_over_seeds_and_the_gap_closed(tmp_path):
+  s = aug.Settings(str(tmp_path), '', ks=(2,), seeds=2)
+  values = {'real-2': (0.5, 0.7), 'real-2+classic': (0.55, 0.8), 'real-2+ctm': (0.6, 0.9),
+            'ceiling': (0.9, 0.95)}  # per-seed bone means: value, value + 0.1
+  for name, (bone, leg) in values.items():
+    for seed in range(2):
+      _write_result(tmp_path, name, seed, bone + 0.1 * seed, leg)
+  rows = {r['name']: r for r in aug.summarize(
+      s, aug.parse_regimes(['real-k', 'real-k+classic', 'real-k+ctm', 'ceiling'], (2,)))}
+  ctm = rows['real-2+ctm']
+  assert ctm['dice_bone_mean'] == pytest.approx(0.65)
+  assert ctm['dice_bone_std'] == pytest.approx(0.05)  # std over seeds of 0.6 and 0.7
+  assert ctm['dice_bone_image_std'] == pytest.approx(0.1)
+  assert ctm['dice_leg_mean'] == pytest.approx(0.9) and ctm['dice_leg_std'] == pytest.approx(0)
+  assert ctm['gap_closed'] == pytest.approx((0.65 - 0.55) / (0.95 - 0.55))
+  assert rows['real-2+classic']['gap_closed'] == pytest.approx(0.05 / 0.4)
+  assert 'gap_closed' not in rows['real-2'] and 'gap_closed' not in rows['ceiling']
+  assert [p['seed'] for p in ctm['seeds']] == [0, 1]
+  assert ctm['seeds'][1]['dice_bone_mean'] == pytest.approx(0.7)
+
+
+@pytest.fixture(scope='module')
+def tiny6(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('tfds6'))
+  kb.Builder(config=TINY6, data_dir=root, version=VERSION).download_and_prepare()
+  return os.path.join(root, 'knee_drr', TINY6.name, VERSION)
+
+
+def _argv(workdir, data_dir, *extra):
+  return ['--workdir', workdir, '--data_dir', data_dir, '--builder_config', TINY6.name,
+          '--version', VERSION, '--k', '1', '--seeds', '1', '--regimes', ','.join(REGIMES),
+          '--scale', 'test', '--seg_steps', '3', '--gen_steps', '2', *extra]
+
+
+@pytest.fixture(scope='module')
+def first_run(tiny6, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('augmentation'))
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny6)))
+  result = aug.main(_argv(workdir, data_dir))
+  return workdir, data_dir, result
+
+
+def _split(path, split):
+  source = tfds.builder_from_directory(path).as_data_source(split)
+  return [source[i] for i in range(len(source))]
+
+
+def test_the_report_holds_every_regime_with_counts_of_the_subsets(first_run, tiny6):
+  workdir, _, result = first_run
+  with open(os.path.join(workdir, 'augmentation_test.json'), encoding='utf-8') as f:
+    report = json.load(f)
+  assert result['out'] == os.path.join(workdir, 'augmentation_test.json')
+  assert set(report['versions']) == {'jax', 'flax', 'grain', 'tfds'}
+  assert isinstance(report['machine']['cpu'], str) and report['machine']['cores'] >= 1
+  assert report['date'][:2] == '20' and '--regimes real-k,real-k+ctm,ceiling' in report['command']
+  rows = {r['name']: r for r in report['regimes']}
+  assert list(rows) == ['real-1', 'real-1+ctm', 'ceiling']
+  for r in rows.values():
+    for key in ('dice_bone_mean', 'dice_bone_std', 'dice_leg_mean', 'dice_leg_std'):
+      assert isinstance(r[key], float) and 0 <= r[key] <= 1, (r['name'], key)
+    assert isinstance(r['n_real'], int) and isinstance(r['n_synthetic'], int)
+    assert [s['seed'] for s in r['seeds']] == [0] and r['seeds'][0]['num_images'] == 6
+    assert r['dice_bone_mean'] == r['seeds'][0]['dice_bone_mean'] and r['dice_bone_std'] == 0
+  assert (rows['real-1+ctm']['generator'], rows['real-1+ctm']['mask_source']) == (
+      'ctm', 'other_patients')
+  assert (rows['real-1']['generator'], rows['real-1']['k'], rows['ceiling']['k']) == (
+      'none', 1, None)
+  # Counted from the data set itself: the k = 1 patient's views, the other train patients'.
+  views = collections.Counter(str(ex['patient_id'], 'utf-8') if isinstance(
+      ex['patient_id'], bytes) else ex['patient_id'] for ex in _split(tiny6, 'train'))
+  assert len(views) == 4 and sum(views.values()) == 24
+  (patient,) = report['patients']['k1']
+  assert rows['real-1']['n_real'] == rows['real-1+ctm']['n_real'] == views[patient] == 6
+  assert rows['real-1+ctm']['n_synthetic'] == 24 - views[patient] == 18
+  assert (rows['ceiling']['n_real'], rows['ceiling']['n_synthetic']) == (24, 0)
+  gap = (rows['real-1+ctm']['dice_bone_mean'] - rows['real-1']['dice_bone_mean']) / (
+      rows['ceiling']['dice_bone_mean'] - rows['real-1']['dice_bone_mean'])
+  assert rows['real-1+ctm']['gap_closed'] == pytest.approx(gap)
+  assert os.path.getsize(result['figure']) > 10_000
+
+
+def test_the_synthetic_set_reads_back_with_the_other_patients_masks(first_run, tiny6):
+  workdir = first_run[0]
+  path = os.path.join(workdir, 'synth', 'ctm_k1_other_patients', 'tfds', 'knee_drr_synthetic',
+                      '1.0.0')
+  synth, real = tfds.builder_from_directory(path), tfds.builder_from_directory(tiny6)
+  shapes = lambda b: {k: (f.shape, f.dtype) for k, f in b.info.features.items()}
+  assert shapes(synth) == shapes(real)
+  examples = _split(path, 'train')
+  assert len(examples) == 18
+  with open(os.path.join(workdir, 'subsets.json'), encoding='utf-8') as f:
+    (patient,) = json.load(f)['k']['1']['patients']
+  pid = lambda ex: ex['patient_id'].decode() if isinstance(ex['patient_id'], bytes) else str(
+      ex['patient_id'])
+  others = [ex['contour_bone'] for ex in _split(tiny6, 'train') if pid(ex) != patient]
+  key = lambda m: np.asarray(m, np.float32).tobytes()
+  assert sorted(key(ex['contour_bone']) for ex in examples) == sorted(key(m) for m in others)
+  for ex in examples:
+    assert np.all((ex['image'] >= 0) & (ex['image'] <= 1))
+    np.testing.assert_array_equal(ex['contour'], 0.5 * (ex['contour_bone'] > 0))
+
+
+def test_the_figure_predictions_score_as_the_result_says(first_run, tiny6):
+  workdir = first_run[0]
+  test = _split(tiny6, 'test')
+  for name in ('real-1', 'real-1+ctm', 'ceiling'):
+    seed0 = os.path.join(workdir, 'seg', name, 'seed0')
+    pred = np.load(os.path.join(seed0, 'predictions.npz'))
+    with open(os.path.join(seed0, 'result.json'), encoding='utf-8') as f:
+      result = json.load(f)
+    idx = pred['indices']
+    assert list(idx) == [0, 2, 3, 5] and pred['labels'].shape == (4, 16, 16)
+    truth = np.stack([sd.labels_from_mask(test[i]['contour_bone']) for i in idx])
+    np.testing.assert_allclose(sd.dice(pred['labels'], truth, sd.BONE),
+                               np.asarray(result['dice_bone'])[idx], rtol=1e-12)
+
+
+def test_a_rerun_redoes_nothing_and_a_changed_setting_is_refused(first_run):
+  workdir, data_dir, result = first_run
+  reports = {os.path.join(workdir, n) for n in ('augmentation_test.json', 'augmentation.png')}
+  mtimes = {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
+            for d, _, names in os.walk(workdir) for n in names}
+  again = aug.main(_argv(workdir, data_dir))
+  assert result['stages']['generators'] == {'ran': 1, 'skipped': 0}
+  assert result['stages']['segmenters'] == {'ran': 3, 'skipped': 0}
+  assert again['stages'] == {'subsets': {'ran': 0, 'skipped': 1},
+                             'generators': {'ran': 0, 'skipped': 1},
+                             'sampling': {'ran': 0, 'skipped': 1},
+                             'segmenters': {'ran': 0, 'skipped': 3}}
+  after = {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
+           for d, _, names in os.walk(workdir) for n in names}
+  assert {p: t for p, t in after.items() if p not in reports} == {
+      p: t for p, t in mtimes.items() if p not in reports}
+  assert again['regimes'] == result['regimes']
+  with pytest.raises(SystemExit, match='seg_steps.*another --workdir'):
+    aug.main(_argv(workdir, data_dir, '--seg_steps', '5'))
