@@ -37,7 +37,6 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-import grain
 import jax
 import numpy as np
 
@@ -136,20 +135,9 @@ def subset_datasets(train_source: Any, val_source: Any) -> Callable[..., Any]:
   def create(config, start_step: int = 0) -> input_pipeline.Datasets:
     if jax.process_count() != 1:
       raise ValueError(f'subset_datasets: {jax.process_count()} processes; expected 1.')
-    size, per_host = int(config.data.image_size), int(config.training.batch_size)
-    prep = lambda ex: {k: resize.area_resize(np.asarray(ex[f], np.float32), size)
-                       for k, f in (('image', 'image'), ('cond', config.condition))}
-    stream = input_pipeline.train_dataset(grain.MapDataset.source(train_source).map(prep),
-                                          per_host=per_host, seed=config.seed)
-    it = iter(stream.to_iter_dataset(grain.ReadOptions(
-        num_threads=int(config.data.read_threads),
-        prefetch_buffer_size=int(config.data.prefetch))))
-    input_pipeline.position(it, start_step)
-    val = grain.MapDataset.source(val_source).map(prep).repeat().batch(per_host,
-                                                                        drop_remainder=True)
-    val_batches = [val[i] for i in range(config.training.eval_batches)]
-    return input_pipeline.Datasets(train=it, eval_batches=lambda: iter(val_batches),
-                                   num_train_examples=len(train_source))
+    return input_pipeline.datasets_from_sources(
+        config, train_source, val_source, per_host=int(config.training.batch_size),
+        start_step=start_step)
   return create
 
 

@@ -77,24 +77,34 @@ def create_datasets(config: ml_collections.ConfigDict, *, start_step: int = 0,
                      f'of processes {process_count}.')
   per_host = batch // process_count
   builder = _builder(config)
-  preprocess = _preprocess_fn(config)
   shards = {}
   for split in ('train', 'validation'):
     shards[split] = host_shard(_source(builder, split, config), process_index, process_count)
     if not len(shards[split]):
       raise ValueError(f'The {split} split of {_name(config)} has no examples for host '
                        f'{process_index} of {process_count}.')
-  train = train_dataset(shards['train'], per_host=per_host, seed=config.seed,
-                        process_index=process_index).map(preprocess)
-  iterator = iter(train.to_iter_dataset(grain.ReadOptions(
+  return datasets_from_sources(config, shards['train'], shards['validation'],
+                               per_host=per_host, start_step=start_step,
+                               process_index=process_index)
+
+
+def datasets_from_sources(config: ml_collections.ConfigDict, train: Sequence[Any],
+                          validation: Sequence[Any], *, per_host: int, start_step: int = 0,
+                          process_index: int = 0) -> Datasets:
+  """The streams of `create_datasets` over this host's own examples: random-access
+  sequences (a host shard, or any subset of a split) of knee_drr examples."""
+  preprocess = _preprocess_fn(config)
+  train_ds = train_dataset(grain.MapDataset.source(train), per_host=per_host,
+                           seed=config.seed, process_index=process_index).map(preprocess)
+  iterator = iter(train_ds.to_iter_dataset(grain.ReadOptions(
       num_threads=int(config.data.read_threads),
       prefetch_buffer_size=int(config.data.prefetch))))
   position(iterator, start_step)
-  val = (grain.MapDataset.source(shards['validation']).repeat()
+  val = (grain.MapDataset.source(validation).repeat()
          .batch(per_host, drop_remainder=True).map(preprocess))
   val_batches = [val[i] for i in range(config.training.eval_batches)]
   return Datasets(train=iterator, eval_batches=lambda: iter(val_batches),
-                  num_train_examples=len(shards['train']))
+                  num_train_examples=len(train))
 
 
 def host_shard(source: Sequence[Any], process_index: int,

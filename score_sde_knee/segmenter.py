@@ -308,11 +308,12 @@ def open_source(path: str, split: str) -> Any:
   features = sorted(builder.info.features.keys())
   if 'image' not in features or 'contour_bone' not in features:
     raise ValueError(f"{path}: features {features}; expected 'image' and 'contour_bone'.")
-  try:
-    return builder.as_data_source(split=split)
-  except (NotImplementedError, ValueError) as e:
-    raise ValueError(f'{path}: cannot be read with random access ({e}); it must hold '
-                     'ArrayRecord files (datasets/knee_drr/build.py --convert).') from None
+  from datasets.knee_drr import build  # pylint: disable=g-import-not-at-top
+  if not build.has_array_record(builder):
+    raise ValueError(f'{path}: built as {builder.info.file_format.value}, which cannot be '
+                     'read with random access; it must hold ArrayRecord files (for knee_drr: '
+                     'python -m datasets.knee_drr.build <config>:<version> --convert).')
+  return builder.as_data_source(split=split)
 
 
 def run(config: SegmenterConfig, train_dirs: Sequence[str], test_dir: str, workdir: str,

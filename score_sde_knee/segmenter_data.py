@@ -26,6 +26,7 @@ import grain
 import numpy as np
 from scipy import ndimage
 
+from score_sde_knee import metrics
 from score_sde_knee.utils import resize
 
 BONE = (2,)
@@ -65,22 +66,20 @@ def labels_from_mask(mask: Any) -> np.ndarray:
 def dice(pred: Any, true: Any, labels: Sequence[int]) -> np.ndarray:
   """Per-image Dice of {pred in labels} against {true in labels}: float64 (...).
 
-  pred, true: integer label maps (..., H, W) of the same shape. Two empty sets give 1.0.
+  pred, true: integer label maps (..., H, W) of the same shape. Two empty sets give 1.0
+  (`metrics.dice`).
   """
   pred, true = np.asarray(pred), np.asarray(true)
   if pred.shape != true.shape or pred.ndim < 2:
     raise ValueError(f'dice: pred has shape {pred.shape} and true {true.shape}; expected '
                      'the same shape (..., H, W).')
-  p, t = np.isin(pred, labels), np.isin(true, labels)
-  inter = np.sum(p & t, axis=(-2, -1), dtype=np.float64)
-  total = np.sum(p, axis=(-2, -1), dtype=np.float64) + np.sum(t, axis=(-2, -1))
-  return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+  images = lambda x: np.isin(x, labels).reshape((-1,) + x.shape[-2:])
+  return metrics.dice(images(pred), images(true)).reshape(pred.shape[:-2])
 
 
 def summary(values: Any) -> dict[str, float]:
   """{'mean', 'std'} over images; std is the population std (ddof=0)."""
-  v = np.asarray(values, np.float64)
-  return {'mean': float(v.mean()), 'std': float(v.std(ddof=0))}
+  return metrics.summarise(values)
 
 
 # ---------------------------------------------------------------------------------------------

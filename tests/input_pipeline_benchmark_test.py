@@ -100,7 +100,7 @@ def test_measure_has_its_keys_and_positive_rates(both_formats, pipeline):
   assert rec['pipeline'] == pipeline and rec['batch_size'] == 4
   assert rec['image_shape'] == [TINY.detector, TINY.detector, 1]
   assert rec['batches_per_s'] > 0 and rec['start_s'] > 0
-  assert rec['images_per_s'] == pytest.approx(4 * rec['batches_per_s'], rel=0.01)
+  assert rec['images_per_s'] == pytest.approx(4 * rec['batches_per_s'], rel=0.01, abs=0.05)
   assert 0 < rec['rss_before_mb'] <= rec['rss_imported_mb'] <= rec['max_rss_mb']
 
 

@@ -204,3 +204,12 @@ def test_command_line_on_knee_drr(data_dir, tmp_path, capsys):
   assert n > 0 and len(metrics['dice_bone']) == n and metrics['num_train_examples'][0] > 0
   assert metrics['config']['steps'] == 4 and metrics['test'] == version_dir
   assert line.startswith(f"dice_bone {metrics['dice_bone_mean']:.4f} ± ") and f'over {n}' in line
+
+
+def test_a_tfrecord_data_set_is_refused_with_the_convert_command(tmp_path):
+  from datasets.knee_drr import knee_drr_dataset_builder as kb
+  from helpers import TINY  # pylint: disable=g-import-not-at-top
+  builder = kb.Builder(config=TINY, data_dir=str(tmp_path), file_format='tfrecord')
+  builder.download_and_prepare()
+  with pytest.raises(ValueError, match=r'built as tfrecord.*--convert'):
+    seg.open_source(os.fspath(builder.data_dir), 'train')
