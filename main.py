@@ -7,6 +7,7 @@
     python main.py --mode=eval  --workdir=runs/ctm --step=1500            # an older checkpoint
     python main.py --mode=eval  --workdir=runs/ctm --sampler=fast         # 49 evaluations
     python main.py --mode=sample --workdir=runs/ctm --masks=masks/ --out=synthetic/
+    python main.py --mode=sample --workdir=runs/ctm --views=all --masks=test --out=legs/
 """
 import os
 import sys
@@ -26,6 +27,9 @@ flags.DEFINE_string('data_dir', None, 'TFDS data dir (overrides config.data.data
 flags.DEFINE_string('masks', None, 'sample: a mask file (PNG/NPY), a folder, or "test".')
 flags.DEFINE_string('out', None, 'sample: output folder.')
 flags.DEFINE_integer('num_samples', 1, 'sample: samples per mask.')
+flags.DEFINE_enum('views', None, ['all'], "sample: 'all' samples every view of a leg "
+                  'jointly as projections of one volume, with --masks=test, '
+                  'test:<patient> or a label volume (score_sde_knee/multiview_run.py).')
 flags.DEFINE_integer('seed', 0, 'sample: first seed.')
 flags.DEFINE_bool('resize', False, 'sample: resize masks of another size (nearest neighbour).')
 flags.DEFINE_bool('snap', False, 'sample: round mask values to the nearest label the model '
@@ -55,6 +59,8 @@ def _config():
 def _run(_):
   if FLAGS.step is not None and FLAGS.mode != 'eval':
     raise ValueError(f'--step applies to --mode=eval only, not --mode={FLAGS.mode}.')
+  if FLAGS.views is not None and FLAGS.mode != 'sample':
+    raise ValueError(f'--views applies to --mode=sample only, not --mode={FLAGS.mode}.')
   if FLAGS.sampler is not None and FLAGS.mode not in ('eval', 'sample'):
     raise ValueError(f'--sampler applies to --mode=eval and --mode=sample only, not '
                      f'--mode={FLAGS.mode}.')
@@ -80,6 +86,11 @@ def _run(_):
   elif FLAGS.mode == 'eval':
     from score_sde_knee import evaluate
     evaluate.evaluate(config, FLAGS.workdir, step=FLAGS.step, sampler=FLAGS.sampler)
+  elif FLAGS.mode == 'sample' and FLAGS.views == 'all':
+    from score_sde_knee import multiview_run
+    multiview_run.run(config, FLAGS.workdir, masks=FLAGS.masks, out=FLAGS.out,
+                      num_samples=FLAGS.num_samples, seed=FLAGS.seed, sampler=FLAGS.sampler,
+                      snap=FLAGS.snap, resize=FLAGS.resize, tfds_dir=FLAGS.export_tfds)
   elif FLAGS.mode == 'sample':
     from score_sde_knee import generate
     generate.generate(config, FLAGS.workdir, masks=FLAGS.masks, out=FLAGS.out,

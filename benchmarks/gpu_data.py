@@ -77,7 +77,7 @@ def memory_data(config, phantoms: int, grid: int, views: int = 60) -> RunData:
 
 
 def newest_version() -> str:
-  """The newest knee_drr version the builder makes (its default is older: Table I's)."""
+  """The newest knee_drr version the builder makes."""
   # pylint: disable-next=g-import-not-at-top
   from datasets.knee_drr import knee_drr_dataset_builder as kb
   return str(max([kb.Builder.VERSION, *kb.Builder.SUPPORTED_VERSIONS]))

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None, method: str = 'ctm') -> ml_collections.Co
   c.data = d = ml_collections.ConfigDict()
   d.name = 'knee_drr'
   d.builder_config = 'phantom_256'  # knee_drr/<builder_config>
-  d.version = '1.1.0'               # knee_drr version ('' = the newest the code builds).
+  d.version = '2.0.0'               # knee_drr version ('' = the newest the code builds).
   d.data_dir = ''                   # '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR).
   d.image_size = 256                # Images are resized (area) if the data set differs.
   d.prefetch = 4                    # batches read ahead by the Grain iterator (>= threads)

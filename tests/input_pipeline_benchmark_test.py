@@ -35,7 +35,7 @@ def test_ensure_data_adds_array_record_to_a_tfrecord_build_then_does_nothing(tmp
   kb.Builder(config=TINY, data_dir=root, file_format='tfrecord').download_and_prepare()
   for _ in range(2):                                       # the second finds both formats
     bench.ensure_data(TINY.name, root)
-    files = os.listdir(os.path.join(root, 'knee_drr', TINY.name, '1.1.0'))
+    files = os.listdir(os.path.join(root, 'knee_drr', TINY.name, str(kb.Builder.VERSION)))
     for split in ('train', 'validation', 'test'):
       for fmt in ('tfrecord', 'array_record'):
         assert any(f.startswith(f'knee_drr-{split}.{fmt}-') for f in files), (split, fmt)

@@ -186,8 +186,8 @@ def test_killed_data_build_shows_nothing_and_completes_on_rerun(tmp_path, env):
      r"unknown config field --config\.training\.bogus.*'bogus'"),
     (['--config=configs/ctm.py:test', '--workdir={tmp}/w', '--data_dir={tmp}/empty',
       f'--config.data.builder_config={TINY.name}'],
-     rf'knee_drr/{TINY.name}:1\.1\.0 is not built in .*empty.*'
-     rf'python -m datasets\.knee_drr\.build {TINY.name}:1\.1\.0 --data_dir .*empty'),
+     rf'knee_drr/{TINY.name}:2\.0\.0 is not built in .*empty.*'
+     rf'python -m datasets\.knee_drr\.build {TINY.name}:2\.0\.0 --data_dir .*empty'),
     (['--config=configs/ctm.py:test', '--config.training.batch_size=abc'],
      r'flag --config\.training\.batch_size=abc: .*abc'),
     (['--config=configs/ctm.py:test', '--config.sampling.method=euler'],
@@ -198,6 +198,8 @@ def test_killed_data_build_shows_nothing_and_completes_on_rerun(tmp_path, env):
      r'--step applies to --mode=eval only, not --mode=train'),
     (['--config=configs/ctm.py:test', '--sampler=fast'],
      r'--sampler applies to --mode=eval and --mode=sample only, not --mode=train'),
+    (['--config=configs/ctm.py:test', '--views=all'],
+     r'--views applies to --mode=sample only, not --mode=train'),
 ])
 def test_user_errors_are_one_line_and_exit_code_2(tmp_path, driver, env, args, message):
   (tmp_path / 'file.txt').write_text('not a directory')

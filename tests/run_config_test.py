@@ -74,7 +74,7 @@ def test_fields_missing_from_older_saved_configs_get_their_defaults(tmp_path):
     else:
       assert loaded[section][leaf] == paper[section][leaf], dotted
   # Runs saved before data.version existed were trained on knee_drr 1.0.0: they read it.
-  assert loaded.data.version == '1.0.0' and paper.data.version == '1.1.0'
+  assert loaded.data.version == '1.0.0' and paper.data.version == '2.0.0'
   assert run_config.data_spec(loaded) == 'phantom_64:1.0.0'
   run_config.validate(loaded)
   # A field the run did save keeps its value (only missing ones are filled).
@@ -92,7 +92,7 @@ def json_dict(config, data_dir):
 
 def test_data_spec_and_version_check():
   config = default.get_config('contour,cpu')
-  assert run_config.data_spec(config) == 'phantom_64:1.1.0'
+  assert run_config.data_spec(config) == 'phantom_64:2.0.0'
   config.data.version = ''
   assert run_config.data_spec(config) == 'phantom_64'  # TFDS: the newest version
   run_config.validate(config)

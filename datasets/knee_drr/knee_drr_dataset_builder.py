@@ -61,11 +61,11 @@ def split_images(ids: list[str], num_views: int, seed: int) -> dict[str, list[tu
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for knee_drr."""
 
-  # The default, which the Table I runs were trained on. 2.0.0 is built on request
-  # (`knee_drr/phantom_64:2.0.0`, or config.data.version='2.0.0'); 1.0.0 stays buildable
-  # so that runs trained on it can be evaluated on the data they were trained on.
-  VERSION = tfds.core.Version('1.1.0')
-  SUPPORTED_VERSIONS = [tfds.core.Version('2.0.0'), tfds.core.Version('1.0.0')]
+  # The default. 1.1.0 and 1.0.0 stay buildable (`knee_drr/phantom_64:1.1.0`, or
+  # config.data.version='1.1.0') so that runs trained on them can be evaluated on the
+  # data they were trained on.
+  VERSION = tfds.core.Version('2.0.0')
+  SUPPORTED_VERSIONS = [tfds.core.Version('1.1.0'), tfds.core.Version('1.0.0')]
   RELEASE_NOTES = {
       '1.0.0': 'Initial release.',
       '1.1.0': "Phantom anatomy revision 2: each shaft's marrow canal reaches into the "

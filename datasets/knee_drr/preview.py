@@ -1,6 +1,7 @@
 """DRR / contour / contour_bone grid of a few patients and angles of a built knee_drr.
 
-    python -m datasets.knee_drr.preview --config=phantom_64 --out=docs/knee_drr_phantom_64.png
+    python -m datasets.knee_drr.preview --config=phantom_64:2.0.0 \
+        --out=docs/knee_drr_phantom_64_2.0.0.png
 """
 import argparse
 import os

@@ -44,8 +44,9 @@ _NOISE_BONE_MM = 2.5
 #   2: knee_drr 1.1.0. The canal reaches 5 mm into the metaphysis: trabecular bone turns
 #      into marrow with no cortical plug between them.
 #   3: knee_drr 2.0.0. Real human bone surfaces (phantom_mesh.py) in revision 2's soft
-#      tissue, field, frame, seeding and partial-volume edges.
-REVISION = 2
+#      tissue, field, frame, seeding and partial-volume edges. The default, as knee_drr
+#      2.0.0 is.
+REVISION = 3
 REVISIONS = (1, 2, 3)
 
 
