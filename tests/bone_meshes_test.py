@@ -67,11 +67,13 @@ def test_projected_voxelised_mesh_matches_exact_ray_lengths():
     exact = _exact_lengths(tri, src, pix)
     got = img[rows, cols]
     assert exact.max() > 40.0 and (exact == 0).sum() > 500  # through it, and past it
-    # Rays through the solid: <= 1 %. Rays grazing or just missing it pick up the 1 mm
-    # partial-volume edge (a fraction of a mm over a long tangent path), so all rays
-    # together are looser: 1.1-1.2 % measured.
-    through = exact >= 5.0
-    assert np.linalg.norm((got - exact)[through]) / np.linalg.norm(exact[through]) <= 0.01
+    # Every ray that meets the mesh, and those deep through it: <= 1 % (0.5-0.7 %
+    # measured). Rays that just miss it cross voxels the surface cuts, and sampling those
+    # between voxel centres spreads them up to a voxel outward, so all rays together are
+    # looser: 0.9-1.2 % measured, about two thirds of the squared error on rays whose exact
+    # length is 0; no 1 mm voxel model of a surface knows where in the voxel it lies.
+    for rays in (exact > 0, exact >= 5.0):
+      assert np.linalg.norm((got - exact)[rays]) / np.linalg.norm(exact[rays]) <= 0.01
     assert np.linalg.norm(got - exact) / np.linalg.norm(exact) <= 0.015
 
 

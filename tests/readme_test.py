@@ -48,7 +48,8 @@ def test_table_one_summary_matches_the_result_file_and_the_paper():
   """Each cell is recomputed from the per-image PSNR of the Table I result file (mean and
   population std, as evaluation reports them); the paper's cells are report.PAPER's."""
   rows = table_rows(README, '| method | contour | contour+bone | paper: contour |')
-  runs = [r['metrics'] for r in _one_result('table1_v1.1.0*.json')['runs'] if 'metrics' in r]
+  runs = [r['metrics'] for r in _one_result('table1_v2.0.0_fast*.json')['runs']
+          if 'metrics' in r]
   names = {v: k for k, v in report.NAMES.items()}
   assert set(rows) == {'U-Net', 'CSM', 'CTM'}
   assert len(runs) == 6
@@ -57,7 +58,7 @@ def test_table_one_summary_matches_the_result_file_and_the_paper():
     for condition, cell, paper_cell in (('contour', c, paper_c),
                                         ('contour_bone', cb, paper_cb)):
       (m,) = [r for r in runs if (r['method'], r['condition']) == (method, condition)]
-      assert m['data'] == 'knee_drr/phantom_64:1.1.0'
+      assert m['data'] == 'knee_drr/phantom_64:2.0.0'
       assert m['n'] == 30 and m['checkpoint_step'] == 2000
       psnr = np.array([image['psnr'] for image in m['per_image']], np.float64)
       assert len(psnr) == 30
@@ -68,8 +69,8 @@ def test_table_one_summary_matches_the_result_file_and_the_paper():
 
 
 def test_demo_timing_matches_its_result_file():
-  """The quick start's one timing: the demo run from a clean checkout on knee_drr 1.1.0."""
-  d = _one_result('demo_clean_checkout_v1.1.0*.json')
+  """The quick start's one timing: the demo run from a clean checkout on knee_drr 2.0.0."""
+  d = _one_result('demo_clean_checkout_v2.0.0*.json')
   assert d['rc'] == 0
   assert 'AMX' in d['machine'] and '24 GiB' in d['machine']
   words = ' '.join(README.split())

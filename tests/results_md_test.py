@@ -89,15 +89,20 @@ def test_data_version_demo_table_matches_its_result_file():
     assert mean_std(cell) == (round(x.mean(), 2), round(x.std(ddof=1), 2)), cell
 
 
-def test_table_one_on_data_version_1_1_0_matches_its_result_file():
-  """Table I on knee_drr 1.1.0: each cell from the per-image values (std ddof=0, as
-  report.py), a blank cell exactly where no model was evaluated."""
-  rows = table_rows(RESULTS_MD, '| method (knee_drr 1.1.0) | contour MAE |')
-  result = _load('table1_v1.1.0_cpu.json')
+@pytest.mark.parametrize('version, header, file', [
+    ('1.1.0', '| method (knee_drr 1.1.0) | contour MAE |', 'table1_v1.1.0_cpu.json'),
+    ('2.0.0', '| method (knee_drr 2.0.0, `fast`) | contour MAE |',
+     'table1_v2.0.0_fast_cpu.json'),
+])
+def test_table_one_matches_its_result_file(version, header, file):
+  """Table I on each knee_drr version: each cell from the per-image values (std ddof=0,
+  as report.py), a blank cell exactly where no model was evaluated."""
+  rows = table_rows(RESULTS_MD, header)
+  result = _load(file)
   got = {(r['metrics']['method'], r['metrics']['condition']): r['metrics']
          for r in result['runs'] if 'metrics' in r}
   assert {r['metrics']['data'] for r in result['runs'] if 'metrics' in r} == {
-      'knee_drr/phantom_64:1.1.0'}
+      f'knee_drr/phantom_64:{version}'}
   assert all(r['rc'] == 0 for r in result['runs'])
   assert set(rows) == {"U-Net", "CSM", "CTM"} and len(got) == 6
   for method, name in (('unet', 'U-Net'), ('csm', 'CSM'), ('ctm', 'CTM')):
