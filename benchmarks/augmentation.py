@@ -43,7 +43,8 @@ import numpy as np
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde_knee import generate  # pylint: disable=g-import-not-at-top
+from benchmarks import machine  # pylint: disable=g-import-not-at-top
+from score_sde_knee import generate
 from score_sde_knee import input_pipeline
 from score_sde_knee import run_config
 from score_sde_knee import segmenter as seg
@@ -288,14 +289,10 @@ def summarize(s: Settings, regimes: Sequence[Regime]) -> list[dict[str, Any]]:
 
 
 def environment() -> dict[str, Any]:
-  cpu = ''
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
   return {'versions': {name: importlib.metadata.version(dist) for name, dist in (
               ('jax', 'jax'), ('flax', 'flax'), ('grain', 'grain'),
               ('tfds', 'tensorflow-datasets'))},
-          'machine': {'cpu': cpu or 'unknown', 'cores': os.cpu_count()},
+          'machine': {'cpu': machine.cpu_model(), 'cores': os.cpu_count()},
           'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
 
 

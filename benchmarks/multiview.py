@@ -67,6 +67,7 @@ if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top
 
+from benchmarks import machine
 from datasets.knee_drr import knee_drr_dataset_builder as kb
 from score_sde_knee import evaluate
 from score_sde_knee import methods
@@ -255,10 +256,6 @@ def goals(summary: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def environment() -> dict[str, Any]:
-  cpu = ''
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
   versions = {'python': platform.python_version()}
   for dist in ('jax', 'jaxlib', 'flax', 'numpy', 'scipy', 'tensorflow-datasets'):
     try:
@@ -266,7 +263,7 @@ def environment() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
       versions[dist] = None
   return {'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-          'machine': {'cpu': cpu or platform.machine(), 'cores': os.cpu_count(),
+          'machine': {'cpu': machine.cpu_model(), 'cores': os.cpu_count(),
                       'backend': jax.default_backend(),
                       'device': str(jax.devices()[0].device_kind),
                       'load_average': list(os.getloadavg())},
