@@ -206,13 +206,18 @@ def sample_leg(score_fn: sampling.ScoreFn, sde: sde_lib.VESDE, cond: Array, rng:
   return sampling.ctm_sample(score_fn, sde, cond, rng, settings, project=project)
 
 
-def consistency_error(views: Array, consistency: Consistency, n_iters: int = 30) -> Array:
-  """||A v - p|| / ||p|| for p the views (V, H, W, 1) and v their own least-squares
-  reconstruction on the grid (n_iters CGLS iterations from 0, never clipped): near 0 for
-  projections of one volume on the grid; for the true DRRs, the floor that the coarse
-  grid and the iteration count leave."""
+def least_squares(views: Array, consistency: Consistency,
+                  n_iters: int = 30) -> tuple[Array, Array]:
+  """(v, ||A v - p|| / ||p||) for p the views (V, H, W, 1) and v their own least-squares
+  reconstruction on the grid (n_iters CGLS iterations from 0, never clipped)."""
   check_views(views, consistency)
   p = jnp.asarray(views, jnp.float32)[..., 0]
   volume = consistency.reconstruct(p, n_iters=n_iters, nonneg=False)
   residual = consistency.project(volume) - p
-  return jnp.linalg.norm(residual) / jnp.linalg.norm(p)
+  return volume, jnp.linalg.norm(residual) / jnp.linalg.norm(p)
+
+
+def consistency_error(views: Array, consistency: Consistency, n_iters: int = 30) -> Array:
+  """The relative residual of least_squares: near 0 for projections of one volume on the
+  grid; for the true DRRs, the floor that the coarse grid and the iteration count leave."""
+  return least_squares(views, consistency, n_iters)[1]

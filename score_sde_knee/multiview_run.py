@@ -37,13 +37,13 @@ resumes leg by leg); one done with other settings is an error.
 """
 import dataclasses
 import functools
+import json
 import os
 import re
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -144,12 +144,8 @@ def label_leg(path: str, condition: str, geometry: geometry_lib.ConeBeamGeometry
 
 @functools.partial(jax.jit, static_argnums=1)
 def reconstruct(views: jax.Array, consistency: multiview.Consistency):
-  """(volume, consistency error): multiview.consistency_error's least-squares volume of
-  (V, H, W, 1) views and its relative residual, computed once for both."""
-  p = views[..., 0].astype(np.float32)
-  volume = consistency.reconstruct(p, n_iters=RECON_ITERS, nonneg=False)
-  residual = consistency.project(volume) - p
-  return volume, jnp.linalg.norm(residual) / jnp.linalg.norm(p)
+  """(volume, consistency error) of (V, H, W, 1) views: multiview.least_squares."""
+  return multiview.least_squares(views, consistency, RECON_ITERS)
 
 
 def visual_hull(masks: np.ndarray, consistency: multiview.Consistency) -> np.ndarray:
@@ -216,7 +212,6 @@ def read_manifest(folder: str) -> dict[str, Any] | None:
   path = os.path.join(folder, MANIFEST)
   if not os.path.exists(path):
     return None
-  import json  # pylint: disable=g-import-not-at-top
   with open(path, encoding='utf-8') as f:
     try:
       return json.load(f)
@@ -305,7 +300,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, masks: str | None,
 
 def files_json(obj):
   """obj in plain JSON types (tuples -> lists), as a manifest reads back."""
-  import json  # pylint: disable=g-import-not-at-top
   return json.loads(json.dumps(obj))
 
 
