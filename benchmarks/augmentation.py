@@ -320,10 +320,13 @@ def save_figure(s: Settings, rows: list[dict[str, Any]], test: Any, path: str) -
   for j, (m, label) in enumerate((('dice_bone', 'bone'), ('dice_leg', 'leg'))):
     ax.bar(x + (j - 0.5) * 0.38, [r[f'{m}_mean'] for r in rows], 0.38, label=label,
            yerr=[r[f'{m}_std'] for r in rows], capsize=3)
-  ax.set_ylim(max(0.0, min(r['dice_bone_mean'] - r['dice_bone_std'] for r in rows) - 0.05), 1)
+  # Zoomed so that the regimes' differences show: from a fifth of the lowest bar's distance
+  # to 1 below it.
+  low = min(r['dice_bone_mean'] - r['dice_bone_std'] for r in rows)
+  ax.set_ylim(max(0.0, low - 0.2 * (1.0 - low)), 1)
   ax.set_xticks(x, [r['name'] for r in rows], rotation=30, ha='right', fontsize=8)
   ax.set_ylabel('test Dice')
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
   bottom.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
   bottom.set_xticks((np.arange(cols) + 0.5) * (size + 1) - 1, ['image', 'truth'] + [
       r['name'].replace(':', '\n') for r in rows], fontsize=7)

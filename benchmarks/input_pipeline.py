@@ -27,7 +27,6 @@ import glob
 import importlib.metadata
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from benchmarks import machine
 from configs import ctm
 from datasets.knee_drr import build  # also registers knee_drr with TFDS
 from score_sde_knee import model_utils
@@ -274,14 +274,6 @@ def _median(runs: list[dict], key: str) -> float:
   return round(statistics.median(r[key] for r in runs), 2)
 
 
-def _cpu() -> str:
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def _versions() -> dict:
   out = {}
   for name, dists in [('jax', ['jax']), ('grain', ['grain']),
@@ -322,7 +314,7 @@ def main(argv=None) -> None:
          'command': 'python -m benchmarks.input_pipeline '
                     + ' '.join(sys.argv[1:] if argv is None else argv),
          'date': datetime.date.today().isoformat(),
-         'machine': {'cpu': _cpu(), 'cores': os.cpu_count(),
+         'machine': {'cpu': machine.cpu_model(), 'cores': os.cpu_count(),
                      'load_avg_1m': round(os.getloadavg()[0], 2)},
          'versions': _versions(), 'knee_drr_version': args.version, 'sizes': {}}
   for size in sizes:

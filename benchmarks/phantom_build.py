@@ -11,25 +11,17 @@ meshes (`bone_meshes.smooth_bone`, cached): reported apart as `mesh_setup_s`. Pr
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 
+from benchmarks import machine
 from score_sde_knee.xray import bone_meshes
 from score_sde_knee.xray import drr
 from score_sde_knee.xray import geometry as geometry_lib
 from score_sde_knee.xray import phantom
 
 _CONFIGS = dict(phantom_64=(2.0, 64, 33), phantom_256=(1.0, 256, 55))
-
-
-def _cpu() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
 
 
 def _timed(fn):
@@ -44,7 +36,7 @@ def main(argv=None) -> None:
   ap.add_argument('--patients', type=int, default=3, help='phantoms timed per config')
   args = ap.parse_args(argv)
   _, mesh_s = _timed(lambda: [bone_meshes.smooth_bone(b) for b in bone_meshes.BONES])
-  out = dict(machine=_cpu(), cores=os.cpu_count(), mesh_setup_s=mesh_s,
+  out = dict(machine=machine.cpu_model(), cores=os.cpu_count(), mesh_setup_s=mesh_s,
              configs={})
   for rev in (int(r) for r in args.revisions.split(',')):
     for name, (spacing, det, n) in _CONFIGS.items():

@@ -1,0 +1,67 @@
+"""The augmentation table of benchmarks/RESULTS.md and README's sentence on it, against
+benchmarks/results/augmentation_cpu.json.
+
+Every cell is recomputed with numpy from the per-seed Dice of the file (mean over seeds of
+each seed's mean over the test images, ddof-0 std of those means), not read from the row
+summary the benchmark wrote, so a slip in either shows."""
+import re
+
+import numpy as np
+import pytest
+
+from helpers import load_result, mean_std, read, rounded, table_rows
+
+RESULTS_MD = read('benchmarks', 'RESULTS.md')
+README = read('README.md')
+RESULT = load_result('augmentation_cpu.json')
+ROWS = {r['name']: r for r in RESULT['regimes']}
+HEADER = '| regime (knee_drr 2.0.0, phantom_64) |'
+KEYS = ('name', 'k', 'generator', 'mask_source', 'n_real', 'n_synthetic', 'dice_bone_mean',
+        'dice_bone_std', 'dice_leg_mean', 'dice_leg_std', 'seeds')
+
+
+def _over_seeds(row: dict, metric: str) -> tuple[float, float]:
+  means = np.array([s[f'{metric}_mean'] for s in row['seeds']])
+  return float(means.mean()), float(means.std())
+
+
+def _gap_closed(row: dict) -> float:
+  base = _over_seeds(ROWS[f"real-{row['k']}"], 'dice_bone')[0]
+  top = _over_seeds(ROWS['ceiling'], 'dice_bone')[0]
+  return (_over_seeds(row, 'dice_bone')[0] - base) / (top - base)
+
+
+def test_the_file_has_every_key_the_benchmark_promises():
+  assert RESULT['machine']['cpu'] and RESULT['versions']['jax'] and RESULT['date']
+  for row in RESULT['regimes']:
+    assert set(KEYS) <= set(row), row['name']
+    assert row['generator'] in ('none', 'classic', 'ctm', 'unet', 'csm')
+    assert len(row['seeds']) == RESULT['settings']['seeds']
+
+
+@pytest.mark.parametrize('name', sorted(ROWS))
+def test_table_cells_match_the_per_seed_results(name):
+  rows = table_rows(RESULTS_MD, HEADER)
+  assert set(rows) == set(ROWS)
+  generator, masks, images, bone, leg, gap = rows[name]
+  row = ROWS[name]
+  assert generator == row['generator'] and masks == row['mask_source']
+  assert images == f"{row['n_real']} + {row['n_synthetic']}"
+  for cell, metric in ((bone, 'dice_bone'), (leg, 'dice_leg')):
+    mean, std = mean_std(cell)
+    want_mean, want_std = _over_seeds(row, metric)
+    assert mean == pytest.approx(rounded(want_mean, cell.split('±')[0].strip()), abs=1e-9)
+    assert std == pytest.approx(rounded(want_std, cell.split('±')[1].strip()), abs=1e-9)
+  if name.startswith('real-') and '+' in name:
+    assert float(gap) == pytest.approx(rounded(_gap_closed(row), gap), abs=1e-9)
+  else:
+    assert gap == ''
+
+
+def test_readme_quotes_the_gap_closed():
+  section = README.split('## Do the synthetic radiographs help?')[1].split('\n## ')[0]
+  quoted = [float(x) for x in re.findall(r'-?\d+\.\d+', section)]
+  for name in ('real-2+ctm', 'real-2+unet', 'real-2+classic'):
+    assert round(_gap_closed(ROWS[name]), 2) in quoted, name
+  for name in ('real-2', 'ceiling'):
+    assert round(_over_seeds(ROWS[name], 'dice_bone')[0], 3) in quoted, name
