@@ -78,3 +78,22 @@ def test_readme_summary_quotes_the_result():
                           (seconds['consistent'] / seconds['independent'], 2)):
     assert round(value, decimals) in quoted, value
   assert f'{seconds["consistent"]:.0f} s per leg' in section
+
+
+def test_the_paper_sampler_paragraph_quotes_its_result():
+  paper = load_result('multiview_paper_cpu.json')['samplers']['paper']
+  (leg,) = paper['per_patient'].values()
+  s = leg['sets']
+  text = ' '.join(RESULTS_MD.split('**With the paper\'s sampler**')[1].split('\n\n')[0].split())
+  for value, fmt in ((s['consistent']['consistency_error'], '{:.4f}'),
+                     (s['independent']['consistency_error'], '{:.4f}'),
+                     (s['truth']['consistency_error'], '{:.5f}'),
+                     (s['consistent']['view_psnr_mean'], '{:.2f} against'),
+                     (s['independent']['volume_psnr'], '{:.2f} dB'),
+                     (s['consistent']['bone_dice_3d'], '{:.3f}'),
+                     (s['independent']['volume_sharpness'], '{:.2f}'),
+                     (s['consistent']['seconds_per_leg'], '{:.0f} s')):
+    assert fmt.format(value) in text, fmt.format(value)
+  ratio = s['independent']['consistency_error'] / s['consistent']['consistency_error']
+  assert f'{ratio:.1f} times lower, not 5' in text
+  assert [g['met'] for g in paper['goals']].count(False) == 3 and 'three goals' in text
