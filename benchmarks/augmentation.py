@@ -21,8 +21,9 @@ is refused): (1) subsets.json; (2) gen/<G>_k<k>/: configs/<G>.py:contour_bone,<s
 `--gen_steps` on the subset, through train_and_evaluate's datasets_fn (`subset_datasets`);
 (3) synth/<G>_k<k>_<source>/: masks, samples (generate.generate) and their export
 (generate.export_tfds), read back with tfds.builder_from_directory; (4) seg/<regime>/seed<s>/
-result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out, atomic) and
-the figure (--figure). Per regime, dice_*_mean is the mean over seeds of each seed's mean over
+result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out, atomic),
+the figure (--figure) and beside it <figure>_samples.png, what each generator drew
+(benchmarks/augmentation_figure.py). Per regime, dice_*_mean is the mean over seeds of each seed's mean over
 the test images, dice_*_std the std of those means (ddof 0), dice_*_image_std the mean over
 seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's).
 """
@@ -43,7 +44,8 @@ import numpy as np
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import machine  # pylint: disable=g-import-not-at-top
+from benchmarks import augmentation_figure  # pylint: disable=g-import-not-at-top
+from benchmarks import machine
 from score_sde_knee import generate
 from score_sde_knee import input_pipeline
 from score_sde_knee import run_config
@@ -296,45 +298,6 @@ def environment() -> dict[str, Any]:
           'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
 
 
-def save_figure(s: Settings, rows: list[dict[str, Any]], test: Any, path: str) -> None:
-  """Dice by regime (bars: mean over seeds, error bars: std over seeds), and seed 0's labels
-  of a few test images from the predictions stage 4 kept (no retraining)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from score_sde_knee.utils import plots  # pylint: disable=g-import-not-at-top
-  preds = [np.load(os.path.join(s.workdir, 'seg', r['name'], 'seed0', 'predictions.npz'))
-           for r in rows]
-  size = preds[0]['labels'].shape[-1]
-  exs = [sd.example_arrays(test[int(i)], size) for i in preds[0]['indices']]
-  # One mosaic (rows: test images; columns: image, truth, each regime; labels / 2 so that
-  # they look like masks), white 1 px lines between tiles.
-  tile = lambda a: np.pad(np.squeeze(a), ((0, 1), (0, 1)), constant_values=1.0)
-  mosaic = np.concatenate([np.concatenate([tile(ex['image']), tile(ex['labels'] / 2)] + [
-      tile(p['labels'][i] / 2) for p in preds], axis=1) for i, ex in enumerate(exs)])
-  cols = 2 + len(rows)
-  width = max(6.0, 0.9 * cols)
-  fig, (ax, bottom) = plt.subplots(2, 1, figsize=(width, 3.4 + width / cols * len(exs)),
-                                   height_ratios=[3.4, width / cols * len(exs)])
-  x = np.arange(len(rows))
-  for j, (m, label) in enumerate((('dice_bone', 'bone'), ('dice_leg', 'leg'))):
-    ax.bar(x + (j - 0.5) * 0.38, [r[f'{m}_mean'] for r in rows], 0.38, label=label,
-           yerr=[r[f'{m}_std'] for r in rows], capsize=3)
-  # Zoomed so that the regimes' differences show: from a fifth of the lowest bar's distance
-  # to 1 below it.
-  low = min(r['dice_bone_mean'] - r['dice_bone_std'] for r in rows)
-  ax.set_ylim(max(0.0, low - 0.2 * (1.0 - low)), 1)
-  ax.set_xticks(x, [r['name'] for r in rows], rotation=30, ha='right', fontsize=8)
-  ax.set_ylabel('test Dice')
-  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
-  bottom.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-  bottom.set_xticks((np.arange(cols) + 0.5) * (size + 1) - 1, ['image', 'truth'] + [
-      r['name'].replace(':', '\n') for r in rows], fontsize=7)
-  bottom.xaxis.tick_top()
-  bottom.set_yticks([])
-  plots.save_figure(fig, path, pad=0.3)
-
-
 def _stage(name: str, units: list, fn: Callable[..., None],
            done: Callable[..., bool]) -> dict[str, int]:
   """fn(*unit) for each unit not done, with a progress line (rate, ETA) after each."""
@@ -396,13 +359,15 @@ def run(s: Settings) -> dict[str, Any]:
                   else os.path.join('benchmarks', 'results', 'augmentation_cpu.json'))
   files.write_json(out, report)
   figure = s.figure or path('augmentation.png')
-  save_figure(s, rows, real['test'], figure)
+  augmentation_figure.save_figure(s.workdir, rows, real['test'], figure)
+  samples = os.path.splitext(figure)[0] + '_samples.png'
+  augmentation_figure.save_samples_figure(s.workdir, s.ks, subsets, real['train'], samples)
   for r in rows:
     print(f"{r['name']:<22} bone {r['dice_bone_mean']:.4f} ± {r['dice_bone_std']:.4f}, leg "
           f"{r['dice_leg_mean']:.4f} ± {r['dice_leg_std']:.4f}; {r['n_real']} real, "
           f"{r['n_synthetic']} synthetic", file=sys.stderr)
-  print(f'report {out}, figure {figure}', file=sys.stderr, flush=True)
-  return {**report, 'stages': stages, 'out': out, 'figure': figure}
+  print(f'report {out}, figures {figure}, {samples}', file=sys.stderr, flush=True)
+  return {**report, 'stages': stages, 'out': out, 'figure': figure, 'samples_figure': samples}
 
 
 def parse(argv: Sequence[str] | None = None) -> Settings:

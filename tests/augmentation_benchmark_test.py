@@ -150,6 +150,8 @@ def test_the_report_holds_every_regime_with_counts_of_the_subsets(first_run, tin
       rows['ceiling']['dice_bone_mean'] - rows['real-1']['dice_bone_mean'])
   assert rows['real-1+ctm']['gap_closed'] == pytest.approx(gap)
   assert os.path.getsize(result['figure']) > 10_000
+  assert result['samples_figure'] == os.path.join(workdir, 'augmentation_samples.png')
+  assert os.path.getsize(result['samples_figure']) > 10_000
 
 
 def test_the_synthetic_set_reads_back_with_the_other_patients_masks(first_run, tiny6):
@@ -190,7 +192,8 @@ def test_the_figure_predictions_score_as_the_result_says(first_run, tiny6):
 
 def test_a_rerun_redoes_nothing_and_a_changed_setting_is_refused(first_run):
   workdir, data_dir, result = first_run
-  reports = {os.path.join(workdir, n) for n in ('augmentation_test.json', 'augmentation.png')}
+  reports = {os.path.join(workdir, n) for n in (
+      'augmentation_test.json', 'augmentation.png', 'augmentation_samples.png')}
   mtimes = {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
             for d, _, names in os.walk(workdir) for n in names}
   again = aug.main(_argv(workdir, data_dir))
@@ -207,3 +210,43 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_is_refused(first_run):
   assert again['regimes'] == result['regimes']
   with pytest.raises(SystemExit, match='seg_steps.*another --workdir'):
     aug.main(_argv(workdir, data_dir, '--seg_steps', '5'))
+
+
+def test_more_regimes_join_the_workdir_csm_and_deformed_masks(first_run, tiny6):
+  workdir, data_dir, _ = first_run
+  more = aug.main(_argv(workdir, data_dir, '--regimes',
+                        'real-k,real-k+ctm:deformed,real-k+csm,real-k+csm:deformed',
+                        '--out', os.path.join(workdir, 'more.json')))
+  # Only what is new runs: the CSM generator, three synthetic sets, three segmenters.
+  assert more['stages']['generators'] == {'ran': 1, 'skipped': 1}
+  assert more['stages']['sampling'] == {'ran': 3, 'skipped': 0}
+  assert more['stages']['segmenters'] == {'ran': 3, 'skipped': 1}
+  rows = {r['name']: r for r in more['regimes']}
+  assert [(rows[n]['generator'], rows[n]['mask_source'], rows[n]['n_synthetic'])
+          for n in ('real-1+ctm:deformed', 'real-1+csm', 'real-1+csm:deformed')] == [
+              ('ctm', 'deformed', 18), ('csm', 'other_patients', 18), ('csm', 'deformed', 18)]
+  # No ceiling in this run: no gap to close.
+  assert all(rows[n]['gap_closed'] is None for n in rows if n != 'real-1')
+  with open(os.path.join(workdir, 'subsets.json'), encoding='utf-8') as f:
+    (patient,) = json.load(f)['k']['1']['patients']
+  pid = lambda ex: ex['patient_id'].decode() if isinstance(ex['patient_id'], bytes) else str(
+      ex['patient_id'])
+  train = _split(tiny6, 'train')
+  own = [np.asarray(ex['contour_bone'], np.float32) for ex in train if pid(ex) == patient]
+  others = {np.asarray(ex['contour_bone'], np.float32).tobytes()
+            for ex in train if pid(ex) != patient}
+  leg = lambda m: np.count_nonzero(m > 0)
+  for gen in ('ctm', 'csm'):
+    path = os.path.join(workdir, 'synth', f'{gen}_k1_deformed', 'tfds', 'knee_drr_synthetic',
+                        '1.0.0')
+    masks = [np.asarray(ex['contour_bone'], np.float32) for ex in _split(path, 'train')]
+    assert len(masks) == 18
+    for m in masks:  # labels of a warped own view: none of the other patients' masks
+      assert set(np.unique(m)) <= {0.0, 0.5, 1.0} and m.tobytes() not in others
+      assert 0.5 * min(map(leg, own)) <= leg(m) <= 1.5 * max(map(leg, own))
+  path = os.path.join(workdir, 'synth', 'csm_k1_other_patients', 'tfds', 'knee_drr_synthetic',
+                      '1.0.0')
+  assert sorted(np.asarray(ex['contour_bone'], np.float32).tobytes()
+                for ex in _split(path, 'train')) == sorted(
+                    np.asarray(ex['contour_bone'], np.float32).tobytes()
+                    for ex in train if pid(ex) != patient)
