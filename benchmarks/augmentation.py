@@ -25,7 +25,9 @@ result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out
 the figure (--figure) and beside it <figure>_samples.png, what each generator drew
 (benchmarks/augmentation_figure.py). Per regime, dice_*_mean is the mean over seeds of each seed's mean over
 the test images, dice_*_std the std of those means (ddof 0), dice_*_image_std the mean over
-seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's).
+seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's);
+with other patients' masks, synthetic_{psnr,mae}_{mean,std}: each draw against that mask's
+own radiograph, which no stage trains on (how good the generator is at k patients).
 """
 import argparse
 import dataclasses
@@ -48,6 +50,7 @@ from benchmarks import augmentation_figure  # pylint: disable=g-import-not-at-to
 from benchmarks import machine
 from score_sde_knee import generate
 from score_sde_knee import input_pipeline
+from score_sde_knee import metrics
 from score_sde_knee import run_config
 from score_sde_knee import segmenter as seg
 from score_sde_knee import segmenter_data as sd
@@ -290,6 +293,20 @@ def summarize(s: Settings, regimes: Sequence[Regime]) -> list[dict[str, Any]]:
   return rows
 
 
+def synthetic_quality(workdir: str, gen: str, k: int, mask_indices: Sequence[int],
+                      train: Any) -> dict[str, Any]:
+  """How close G's draws from the other patients' masks come to those masks' own
+  radiographs (never used in training): PSNR and MAE over the masks (std ddof 0)."""
+  base = os.path.join(workdir, 'synth', f'{gen}_k{k}_other_patients', 'samples')
+  samples = np.stack([np.load(os.path.join(base, f'm{j:05d}_s0.npy'))
+                      for j in range(len(mask_indices))])
+  truth = np.stack([sd.example_arrays(train[int(i)], samples.shape[1])['image']
+                    for i in mask_indices])
+  p, a = metrics.psnr(samples, truth), metrics.mae(samples, truth)
+  return {'synthetic_psnr_mean': float(p.mean()), 'synthetic_psnr_std': float(p.std()),
+          'synthetic_mae_mean': float(a.mean()), 'synthetic_mae_std': float(a.std())}
+
+
 def environment() -> dict[str, Any]:
   return {'versions': {name: importlib.metadata.version(dist) for name, dist in (
               ('jax', 'jax'), ('flax', 'flax'), ('grain', 'grain'),
@@ -351,6 +368,10 @@ def run(s: Settings) -> dict[str, Any]:
   stages['segmenters'] = _stage('stage 4 segmenters', segs, lambda r, seed: run_segmenter(
       s, r, seed, subsets, real), seg_done)
   rows = summarize(s, regimes)
+  for row in rows:
+    if row['mask_source'] == 'other_patients':
+      row.update(synthetic_quality(s.workdir, row['generator'], row['k'],
+                                   subsets['k'][str(row['k'])]['masks'], real['train']))
   report = {'regimes': rows, **environment(), 'command': s.command,
             'settings': {**fixed, 'ks': list(s.ks), 'seeds': s.seeds},
             'patients': {'order': subsets['patients'],

@@ -175,6 +175,25 @@ def test_the_synthetic_set_reads_back_with_the_other_patients_masks(first_run, t
     np.testing.assert_array_equal(ex['contour'], 0.5 * (ex['contour_bone'] > 0))
 
 
+def test_synthetic_quality_is_each_draw_against_its_masks_own_radiograph(first_run, tiny6):
+  workdir, _, result = first_run
+  path = os.path.join(workdir, 'synth', 'ctm_k1_other_patients', 'tfds', 'knee_drr_synthetic',
+                      '1.0.0')
+  key = lambda ex: np.asarray(ex['contour_bone'], np.float32).tobytes()
+  real = {key(ex): np.asarray(ex['image'], np.float64) for ex in _split(tiny6, 'train')}
+  psnr, mae = [], []
+  for ex in _split(path, 'train'):  # float64, by the formula, matched through the mask
+    diff = np.asarray(ex['image'], np.float64) - real[key(ex)]
+    psnr.append(10 * np.log10(1 / np.mean(diff**2)))
+    mae.append(np.mean(np.abs(diff)))
+  rows = {r['name']: r for r in result['regimes']}
+  assert len(psnr) == 18
+  assert rows['real-1+ctm']['synthetic_psnr_mean'] == pytest.approx(np.mean(psnr), abs=1e-4)
+  assert rows['real-1+ctm']['synthetic_psnr_std'] == pytest.approx(np.std(psnr), abs=1e-4)
+  assert rows['real-1+ctm']['synthetic_mae_mean'] == pytest.approx(np.mean(mae), abs=1e-6)
+  assert 'synthetic_psnr_mean' not in rows['real-1']
+
+
 def test_the_figure_predictions_score_as_the_result_says(first_run, tiny6):
   workdir = first_run[0]
   test = _split(tiny6, 'test')
