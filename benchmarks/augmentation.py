@@ -12,9 +12,11 @@ images that G, trained on those k patients only, drew (`--sampler=fast`, the U-N
 pass) from the contour_bone masks of the other training patients (`--mask_views` of each,
 0 = all), whose images are never used; `real-k+G:deformed`: from the k patients' own masks,
 each warped (the segmenter's affine and elastic warps, no flip, nearest label), as many as
-the other patients give; `ceiling`: every training patient. Each regime trains the segmenter
-(score_sde_knee/segmenter.py) `--seeds` times with the same steps, augmenting only for
-`classic`, and scores bone and leg Dice on every view of the test patients.
+the other patients give; `real-k+ctm+classic`: CTM's images and the classic augmentation
+(on real and synthetic images alike); `ceiling`: every training patient. Each regime trains
+the segmenter (score_sde_knee/segmenter.py) `--seeds` times with the same steps, augmenting
+only where `classic` is named, and scores bone and leg Dice on every view of the test
+patients.
 
 Stages, kept under --workdir and skipped on a rerun (a changed setting that would alter them
 is refused): (1) subsets.json; (2) gen/<G>_k<k>/: configs/<G>.py:contour_bone,<scale> trained
@@ -23,9 +25,9 @@ is refused): (1) subsets.json; (2) gen/<G>_k<k>/: configs/<G>.py:contour_bone,<s
 (generate.export_tfds), read back with tfds.builder_from_directory; (4) seg/<regime>/seed<s>/
 result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out, atomic),
 the figure (--figure) and beside it <figure>_samples.png, what each generator drew
-(benchmarks/augmentation_figure.py). Per regime, dice_*_mean is the mean over seeds of each seed's mean over
-the test images, dice_*_std the std of those means (ddof 0), dice_*_image_std the mean over
-seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's);
+(benchmarks/augmentation_figure.py). Per regime, dice_*_mean is the mean over seeds of each
+seed's mean over the test images, dice_*_std the std of those means (ddof 0),
+dice_*_image_std the mean over seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's);
 with other patients' masks, synthetic_{psnr,mae}_{mean,std}: each draw against that mask's
 own radiograph, which no stage trains on (how good the generator is at k patients).
 """
@@ -60,7 +62,8 @@ from score_sde_knee.utils import progress
 from score_sde_knee.utils import resize
 
 TEMPLATES = ('real-k', 'real-k+classic', 'real-k+ctm', 'real-k+ctm:deformed', 'real-k+unet',
-             'real-k+unet:deformed', 'real-k+csm', 'real-k+csm:deformed', 'ceiling')
+             'real-k+unet:deformed', 'real-k+csm', 'real-k+csm:deformed', 'real-k+ctm+classic',
+             'ceiling')
 # Per-unit guesses for the budget, cpu scale on 2 cores: a 2000-step model took 24-32 min and
 # `fast` 0.5-0.7 s per image (benchmarks/RESULTS.md); a segmenter step (batch 16, 64 px) took
 # 0.28 s, 0.45 s with augmentation (AMD EPYC, 2 shared cores); plus a start-up per unit.
@@ -106,6 +109,7 @@ class Regime:
   k: int | None       # None: ceiling
   generator: str      # none | classic | ctm | unet | csm
   mask_source: str    # none | other_patients | deformed
+  augment: bool = False  # classic augmentation on top of the generator's images
 
 
 def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
@@ -117,8 +121,10 @@ def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
   for k in ks:
     for t in (t for t in TEMPLATES if t in templates and t != 'ceiling'):
       gen, _, deformed = t.removeprefix('real-k').lstrip('+').partition(':')
+      gen, _, extra = gen.partition('+')
       source = 'none' if gen in ('', 'classic') else deformed or 'other_patients'
-      out.append(Regime(t.replace('real-k', f'real-{k}'), k, gen or 'none', source))
+      out.append(Regime(t.replace('real-k', f'real-{k}'), k, gen or 'none', source,
+                        augment=extra == 'classic'))
   return out + ([Regime('ceiling', None, 'none', 'none')] if 'ceiling' in templates else [])
 
 
@@ -241,7 +247,8 @@ def sample_generator(s: Settings, gen: str, k: int, source: str, subsets: dict,
 def seg_config(s: Settings, r: Regime, seed: int) -> seg.SegmenterConfig:
   small = {'batch_size': 4, 'features': 8, 'levels': 2} if s.scale == 'test' else {}
   # The generators' image size for real and synthetic images alike.
-  return seg.SegmenterConfig(steps=s.seg_steps, seed=seed, augment=r.generator == 'classic',
+  return seg.SegmenterConfig(steps=s.seg_steps, seed=seed,
+                             augment=r.generator == 'classic' or r.augment,
                              image_size=int(gen_config('ctm', s).data.image_size), **small)
 
 
@@ -356,7 +363,7 @@ def run(s: Settings) -> dict[str, Any]:
   left = [sum(g['unit'] + s.gen_steps * g['gen_step'] for u in gens if not gen_done(*u)),
           sum(g['unit'] + len(subsets['k'][str(u[1])]['masks']) * g[u[0]] * (
               1 if u[0] == 'unet' else s.samples_per_mask) for u in synth if not synth_done(*u)),
-          sum(g['unit'] + s.seg_steps * g['classic_step' if u[0].generator == 'classic'
+          sum(g['unit'] + s.seg_steps * g['classic_step' if seg_config(s, u[0], 0).augment
                                           else 'seg_step'] for u in segs if not seg_done(*u))]
   print(f'budget guess (per unit, s: {g}): {len(gens)} generators {f(left[0])}, '
         f'{len(synth)} synthetic sets {f(left[1])}, {len(segs)} segmenters {f(left[2])}; '

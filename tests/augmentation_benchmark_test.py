@@ -23,13 +23,20 @@ REGIMES = ('real-k', 'real-k+ctm', 'ceiling')
 
 def test_regimes_from_templates():
   got = aug.parse_regimes(aug.TEMPLATES, (2, 6))
-  assert len(got) == 2 * 8 + 1 and got[-1] == aug.Regime('ceiling', None, 'none', 'none')
+  assert len(got) == 2 * 9 + 1 and got[-1] == aug.Regime('ceiling', None, 'none', 'none')
   by_name = {r.name: r for r in got}
   assert by_name['real-6'] == aug.Regime('real-6', 6, 'none', 'none')
   assert by_name['real-2+classic'] == aug.Regime('real-2+classic', 2, 'classic', 'none')
   assert by_name['real-2+csm'] == aug.Regime('real-2+csm', 2, 'csm', 'other_patients')
   assert by_name['real-6+unet:deformed'] == aug.Regime('real-6+unet:deformed', 6, 'unet',
                                                        'deformed')
+  assert by_name['real-2+ctm+classic'] == aug.Regime('real-2+ctm+classic', 2, 'ctm',
+                                                     'other_patients', augment=True)
+  assert not any(r.augment for r in got if r.name != 'real-2+ctm+classic'
+                 and r.name != 'real-6+ctm+classic')
+  s = aug.Settings('', '', scale='test')
+  assert [n for n, r in by_name.items() if aug.seg_config(s, r, 0).augment] == [
+      'real-2+classic', 'real-2+ctm+classic', 'real-6+classic', 'real-6+ctm+classic']
   with pytest.raises(ValueError, match="'real-k\\+gan'"):
     aug.parse_regimes(['real-k', 'real-k+gan'], (2,))
 
@@ -234,16 +241,21 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_is_refused(first_run):
 def test_more_regimes_join_the_workdir_csm_and_deformed_masks(first_run, tiny6):
   workdir, data_dir, _ = first_run
   more = aug.main(_argv(workdir, data_dir, '--regimes',
-                        'real-k,real-k+ctm:deformed,real-k+csm,real-k+csm:deformed',
+                        'real-k,real-k+ctm:deformed,real-k+csm,real-k+csm:deformed,'
+                        'real-k+ctm+classic',
                         '--out', os.path.join(workdir, 'more.json')))
-  # Only what is new runs: the CSM generator, three synthetic sets, three segmenters.
+  # Only what is new runs: the CSM generator, three synthetic sets, four segmenters (CTM's
+  # set with classic augmentation is the one made for real-1+ctm).
   assert more['stages']['generators'] == {'ran': 1, 'skipped': 1}
-  assert more['stages']['sampling'] == {'ran': 3, 'skipped': 0}
-  assert more['stages']['segmenters'] == {'ran': 3, 'skipped': 1}
+  assert more['stages']['sampling'] == {'ran': 3, 'skipped': 1}
+  assert more['stages']['segmenters'] == {'ran': 4, 'skipped': 1}
   rows = {r['name']: r for r in more['regimes']}
   assert [(rows[n]['generator'], rows[n]['mask_source'], rows[n]['n_synthetic'])
           for n in ('real-1+ctm:deformed', 'real-1+csm', 'real-1+csm:deformed')] == [
               ('ctm', 'deformed', 18), ('csm', 'other_patients', 18), ('csm', 'deformed', 18)]
+  combined = rows['real-1+ctm+classic']
+  assert (combined['generator'], combined['augment'], combined['n_synthetic']) == ('ctm', True, 18)
+  assert not rows['real-1+csm']['augment']
   # No ceiling in this run: no gap to close.
   assert all(rows[n]['gap_closed'] is None for n in rows if n != 'real-1')
   with open(os.path.join(workdir, 'subsets.json'), encoding='utf-8') as f:
