@@ -4,19 +4,19 @@
         --version 2.0.0 --k 2,6 --seeds 3 --seg_steps 1500 --gen_steps 2000 \
         --samples_per_mask 1 [--regimes real-k,real-k+ctm,ceiling] [--scale test]
 
-Regimes (`--regimes`: templates, k standing for each `--k`): `real-k`, the first k training
-patients of a fixed permutation (`--subset_seed`; nested in k), all their views or
-`--views_per_patient` evenly spaced by angle; `real-k+classic`, the same with the
-segmenter's classic augmentation; `real-k+G` for a generator G in ctm, unet, csm: plus the
-images that G, trained on those k patients only, drew (`--sampler=fast`, the U-Net's one
-pass) from the contour_bone masks of the other training patients (`--mask_views` of each,
-0 = all), whose images are never used; `real-k+G:deformed`: from the k patients' own masks,
-each warped (the segmenter's affine and elastic warps, no flip, nearest label), as many as
-the other patients give; `real-k+ctm+classic`: CTM's images and the classic augmentation
-(on real and synthetic images alike); `ceiling`: every training patient. Each regime trains
-the segmenter (score_sde_knee/segmenter.py) `--seeds` times with the same steps, augmenting
-only where `classic` is named, and scores bone and leg Dice on every view of the test
-patients.
+Regimes (`--regimes`: templates, k standing for each `--k`, or names with their k, as
+`real-2+csm`, for that k alone): `real-k`, the first k training patients of a fixed
+permutation (`--subset_seed`; nested in k), all their views or `--views_per_patient` evenly
+spaced by angle; `real-k+classic`, the same with the segmenter's classic augmentation;
+`real-k+G` for a generator G in ctm, unet, csm: plus the images that G, trained on those k
+patients only, drew (`--sampler=fast`, the U-Net's one pass) from the contour_bone masks of
+the other training patients (`--mask_views` of each, 0 = all), whose images are never used;
+`real-k+G:deformed`: from the k patients' own masks, each warped (the segmenter's affine and
+elastic warps, no flip, nearest label), as many as the other patients give;
+`real-k+ctm+classic`: CTM's images and the classic augmentation (on real and synthetic
+images alike); `ceiling`: every training patient. Each regime trains the segmenter
+(score_sde_knee/segmenter.py) `--seeds` times with the same steps, augmenting only where
+`classic` is named, and scores bone and leg Dice on every view of the test patients.
 
 Stages, kept under --workdir and skipped on a rerun (a changed setting that would alter them
 is refused): (1) subsets.json; (2) gen/<G>_k<k>/: configs/<G>.py:contour_bone,<scale> trained
@@ -27,9 +27,10 @@ result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out
 the figure (--figure) and beside it <figure>_samples.png, what each generator drew
 (benchmarks/augmentation_figure.py). Per regime, dice_*_mean is the mean over seeds of each
 seed's mean over the test images, dice_*_std the std of those means (ddof 0),
-dice_*_image_std the mean over seeds of the std over images; gap_closed = (bone Dice - real-k's) / (ceiling's - real-k's);
-with other patients' masks, synthetic_{psnr,mae}_{mean,std}: each draw against that mask's
-own radiograph, which no stage trains on (how good the generator is at k patients).
+dice_*_image_std the mean over seeds of the std over images; gap_closed = (bone Dice -
+real-k's) / (ceiling's - real-k's); with other patients' masks,
+synthetic_{psnr,mae}_{mean,std}: each draw against that mask's own radiograph, which no
+stage trains on (how good the generator is at k patients).
 """
 import argparse
 import dataclasses
@@ -37,6 +38,7 @@ import datetime
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -113,13 +115,21 @@ class Regime:
 
 
 def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
-  """Regimes in TEMPLATES order, per k; the ceiling last."""
-  bad = [t for t in templates if t not in TEMPLATES]
-  if bad:
-    raise ValueError(f'--regimes: {bad} unknown; expected some of {",".join(TEMPLATES)}.')
+  """Regimes in TEMPLATES order, per k; the ceiling last. A template names a regime for
+  every k; a name with its k (`real-2+csm`) for that k alone."""
+  per_k = {k: set() for k in ks}
+  for t in templates:
+    m = re.fullmatch(r'real-(\d+)(.*)', t)
+    if m and int(m[1]) not in per_k:
+      raise ValueError(f'--regimes: {t!r} is for k = {m[1]}, not one of --k {ks}.')
+    if (f'real-k{m[2]}' if m else t) not in TEMPLATES:
+      raise ValueError(f'--regimes: {t!r} unknown; expected some of {",".join(TEMPLATES)}, '
+                       'or one of them with its k (real-2+csm).')
+    for k in ([int(m[1])] if m else ks):
+      per_k[k].add(f'real-k{m[2]}' if m else t)
   out = []
   for k in ks:
-    for t in (t for t in TEMPLATES if t in templates and t != 'ceiling'):
+    for t in (t for t in TEMPLATES if t in per_k[k] and t != 'ceiling'):
       gen, _, deformed = t.removeprefix('real-k').lstrip('+').partition(':')
       gen, _, extra = gen.partition('+')
       source = 'none' if gen in ('', 'classic') else deformed or 'other_patients'
@@ -413,7 +423,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
   p.add_argument('--mask_views', type=int, default=0, help='views of each other patient '
                  'whose masks are sampled from (0: all)')
   p.add_argument('--regimes', default=','.join(TEMPLATES), help='comma-separated, of '
-                 f'{",".join(TEMPLATES)} (default: all)')
+                 f'{",".join(TEMPLATES)} (default: all), each for every k; or with its k '
+                 '(real-2+csm) for that k alone')
   p.add_argument('--scale', choices=('cpu', 'test'), default='cpu')
   p.add_argument('--subset_seed', type=int, default=0, help='the patients order')
   p.add_argument('--out', default='', help='report JSON (default benchmarks/results/'

@@ -41,6 +41,19 @@ def test_regimes_from_templates():
     aug.parse_regimes(['real-k', 'real-k+gan'], (2,))
 
 
+def test_a_regime_named_with_its_k_is_for_that_k_alone():
+  got = [r.name for r in aug.parse_regimes(
+      ['real-k', 'real-2+csm', 'real-6+ctm:deformed', 'real-2+classic', 'ceiling'], (2, 6))]
+  assert got == ['real-2', 'real-2+classic', 'real-2+csm', 'real-6', 'real-6+ctm:deformed',
+                 'ceiling']
+  assert aug.parse_regimes(['real-2+csm', 'real-k+csm'], (2,)) == aug.parse_regimes(
+      ['real-k+csm'], (2,))
+  with pytest.raises(ValueError, match="'real-4\\+csm' is for k = 4, not one of --k"):
+    aug.parse_regimes(['real-4+csm'], (2, 6))
+  with pytest.raises(ValueError, match="'real-2\\+gan' unknown"):
+    aug.parse_regimes(['real-2+gan'], (2,))
+
+
 def test_views_are_evenly_spaced_by_angle_within_each_patient():
   rng = np.random.default_rng(0)
   pids = np.repeat(['a', 'b'], 12)
