@@ -111,7 +111,7 @@ class Regime:
   k: int | None       # None: ceiling
   generator: str      # none | classic | ctm | unet | csm
   mask_source: str    # none | other_patients | deformed
-  augment: bool = False  # classic augmentation on top of the generator's images
+  augment: bool = False  # the segmenter's classic augmentation (classic, ctm+classic)
 
 
 def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
@@ -134,7 +134,7 @@ def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
       gen, _, extra = gen.partition('+')
       source = 'none' if gen in ('', 'classic') else deformed or 'other_patients'
       out.append(Regime(t.replace('real-k', f'real-{k}'), k, gen or 'none', source,
-                        augment=extra == 'classic'))
+                        augment='classic' in (gen, extra)))
   return out + ([Regime('ceiling', None, 'none', 'none')] if 'ceiling' in templates else [])
 
 
@@ -258,7 +258,7 @@ def seg_config(s: Settings, r: Regime, seed: int) -> seg.SegmenterConfig:
   small = {'batch_size': 4, 'features': 8, 'levels': 2} if s.scale == 'test' else {}
   # The generators' image size for real and synthetic images alike.
   return seg.SegmenterConfig(steps=s.seg_steps, seed=seed,
-                             augment=r.generator == 'classic' or r.augment,
+                             augment=r.augment,
                              image_size=int(gen_config('ctm', s).data.image_size), **small)
 
 
@@ -373,7 +373,7 @@ def run(s: Settings) -> dict[str, Any]:
   left = [sum(g['unit'] + s.gen_steps * g['gen_step'] for u in gens if not gen_done(*u)),
           sum(g['unit'] + len(subsets['k'][str(u[1])]['masks']) * g[u[0]] * (
               1 if u[0] == 'unet' else s.samples_per_mask) for u in synth if not synth_done(*u)),
-          sum(g['unit'] + s.seg_steps * g['classic_step' if seg_config(s, u[0], 0).augment
+          sum(g['unit'] + s.seg_steps * g['classic_step' if u[0].augment
                                           else 'seg_step'] for u in segs if not seg_done(*u))]
   print(f'budget guess (per unit, s: {g}): {len(gens)} generators {f(left[0])}, '
         f'{len(synth)} synthetic sets {f(left[1])}, {len(segs)} segmenters {f(left[2])}; '
@@ -385,10 +385,14 @@ def run(s: Settings) -> dict[str, Any]:
   stages['segmenters'] = _stage('stage 4 segmenters', segs, lambda r, seed: run_segmenter(
       s, r, seed, subsets, real), seg_done)
   rows = summarize(s, regimes)
+  quality = {}  # per (generator, k): real-k+ctm and real-k+ctm+classic share one set
   for row in rows:
     if row['mask_source'] == 'other_patients':
-      row.update(synthetic_quality(s.workdir, row['generator'], row['k'],
-                                   subsets['k'][str(row['k'])]['masks'], real['train']))
+      key = (row['generator'], row['k'])
+      if key not in quality:
+        quality[key] = synthetic_quality(s.workdir, *key, subsets['k'][str(row['k'])]['masks'],
+                                         real['train'])
+      row.update(quality[key])
   report = {'regimes': rows, **environment(), 'command': s.command,
             'settings': {**fixed, 'ks': list(s.ks), 'seeds': s.seeds},
             'patients': {'order': subsets['patients'],

@@ -26,14 +26,13 @@ def test_regimes_from_templates():
   assert len(got) == 2 * 9 + 1 and got[-1] == aug.Regime('ceiling', None, 'none', 'none')
   by_name = {r.name: r for r in got}
   assert by_name['real-6'] == aug.Regime('real-6', 6, 'none', 'none')
-  assert by_name['real-2+classic'] == aug.Regime('real-2+classic', 2, 'classic', 'none')
+  assert by_name['real-2+classic'] == aug.Regime('real-2+classic', 2, 'classic', 'none',
+                                                 augment=True)
   assert by_name['real-2+csm'] == aug.Regime('real-2+csm', 2, 'csm', 'other_patients')
   assert by_name['real-6+unet:deformed'] == aug.Regime('real-6+unet:deformed', 6, 'unet',
                                                        'deformed')
   assert by_name['real-2+ctm+classic'] == aug.Regime('real-2+ctm+classic', 2, 'ctm',
                                                      'other_patients', augment=True)
-  assert not any(r.augment for r in got if r.name != 'real-2+ctm+classic'
-                 and r.name != 'real-6+ctm+classic')
   s = aug.Settings('', '', scale='test')
   assert [n for n, r in by_name.items() if aug.seg_config(s, r, 0).augment] == [
       'real-2+classic', 'real-2+ctm+classic', 'real-6+classic', 'real-6+ctm+classic']
