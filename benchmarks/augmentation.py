@@ -20,7 +20,7 @@ images alike); `ceiling`: every training patient. Each regime trains the segment
 
 Stages, kept under --workdir and skipped on a rerun (a changed setting that would alter them
 is refused): (1) subsets.json; (2) gen/<G>_k<k>/: configs/<G>.py:contour_bone,<scale> trained
-`--gen_steps` on the subset, through train_and_evaluate's datasets_fn (`subset_datasets`);
+`--gen_steps` on the subset, through train_and_evaluate's datasets_fn (`augmentation_data`);
 (3) synth/<G>_k<k>_<source>/: masks, samples (generate.generate) and their export
 (generate.export_tfds), read back with tfds.builder_from_directory; (4) seg/<regime>/seed<s>/
 result.json (seed 0 also predictions.npz, for the figure); (5) the report (--out, atomic),
@@ -30,13 +30,14 @@ seed's mean over the test images, dice_*_std the std of those means (ddof 0),
 dice_*_image_std the mean over seeds of the std over images; gap_closed = (bone Dice -
 real-k's) / (ceiling's - real-k's); with other patients' masks,
 synthetic_{psnr,mae}_{mean,std}: each draw against that mask's own radiograph, which no
-stage trains on (how good the generator is at k patients).
+stage trains on (how good the generator is at k patients); with any synthetic set, where the
+ceiling's seed 0 is in the workdir, label_dice_{bone,leg}_{mean,std}: that segmenter on each
+synthetic image against the labels of its mask (are the bones where the labels say?). Data:
+benchmarks/augmentation_data.py; report: benchmarks/augmentation_report.py.
 """
 import argparse
 import dataclasses
-import datetime
-import importlib.metadata
-import json
+import importlib
 import os
 import re
 import shutil
@@ -44,17 +45,16 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 
 if not __package__:  # Run as a script: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import augmentation_figure  # pylint: disable=g-import-not-at-top
+from benchmarks import augmentation_data as ad  # pylint: disable=g-import-not-at-top
+from benchmarks import augmentation_figure
+from benchmarks import augmentation_report
 from benchmarks import machine
 from score_sde_knee import generate
-from score_sde_knee import input_pipeline
-from score_sde_knee import metrics
 from score_sde_knee import run_config
 from score_sde_knee import segmenter as seg
 from score_sde_knee import segmenter_data as sd
@@ -73,8 +73,6 @@ GUESS_S = {'gen_step': 0.8, 'ctm': 0.6, 'csm': 0.6, 'unet': 0.02, 'seg_step': 0.
            'classic_step': 0.45, 'unit': 20.0}
 FIGURE_IMAGES = 4
 EVAL_BATCH = 32
-SEED_KEYS = ('dice_bone_mean', 'dice_bone_std', 'dice_leg_mean', 'dice_leg_std', 'num_images',
-             'n_real', 'n_synthetic')
 # What finished stages depend on: a rerun must keep them.
 FIXED = ('data', 'scale', 'gen_steps', 'seg_steps', 'samples_per_mask', 'views_per_patient',
          'mask_views', 'subset_seed')
@@ -114,6 +112,9 @@ class Regime:
   augment: bool = False  # the segmenter's classic augmentation (classic, ctm+classic)
 
 
+CEILING = Regime('ceiling', None, 'none', 'none')
+
+
 def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
   """Regimes in TEMPLATES order, per k; the ceiling last. A template names a regime for
   every k; a name with its k (`real-2+csm`) for that k alone."""
@@ -135,84 +136,7 @@ def parse_regimes(templates: Sequence[str], ks: Sequence[int]) -> list[Regime]:
       source = 'none' if gen in ('', 'classic') else deformed or 'other_patients'
       out.append(Regime(t.replace('real-k', f'real-{k}'), k, gen or 'none', source,
                         augment='classic' in (gen, extra)))
-  return out + ([Regime('ceiling', None, 'none', 'none')] if 'ceiling' in templates else [])
-
-
-class Subset:
-  """Examples `indices` of a random-access source, itself one (len, [i])."""
-
-  def __init__(self, source: Any, indices: Sequence[int]):
-    self.source, self.indices = source, [int(i) for i in indices]
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int) -> Any:
-    return self.source[self.indices[i]]
-
-
-def subset_datasets(train_source: Any, val_source: Any) -> Callable[..., Any]:
-  """train_and_evaluate's datasets_fn: input_pipeline's streams with `train_source` (a
-  subset of the train split) for the split. One process."""
-  def create(config, start_step: int = 0) -> input_pipeline.Datasets:
-    if jax.process_count() != 1:
-      raise ValueError(f'subset_datasets: {jax.process_count()} processes; expected 1.')
-    return input_pipeline.datasets_from_sources(
-        config, train_source, val_source, per_host=int(config.training.batch_size),
-        start_step=start_step)
-  return create
-
-
-def pick_views(pids: np.ndarray, angles: np.ndarray, patients: Sequence[str],
-               per_patient: int) -> list[int]:
-  """Indices of `per_patient` views (0 = all) of each patient, evenly spaced by angle."""
-  out = []
-  for p in patients:
-    idx = np.flatnonzero(pids == p)
-    idx = idx[np.argsort(angles[idx], kind='stable')]
-    n = len(idx) if per_patient <= 0 else min(per_patient, len(idx))
-    out += sorted(int(i) for i in idx[(np.arange(n) * len(idx)) // n])
-  return out
-
-
-def make_subsets(source: Any, ks: Sequence[int], s: Settings) -> dict[str, Any]:
-  """Stage 1: the patient order; per k its real views and the other patients' mask views."""
-  exs = [source[i] for i in range(len(source))]
-  pids = np.array([_text(ex['patient_id']) for ex in exs])
-  angles = np.array([float(ex['angle_deg']) for ex in exs])
-  patients = sorted(set(pids))
-  order = [patients[i] for i in np.random.default_rng(s.subset_seed).permutation(len(patients))]
-  out = {'patients': order, 'all': pick_views(pids, angles, order, s.views_per_patient),
-         'k': {}}
-  for k in ks:
-    if not 1 <= k < len(order):
-      raise ValueError(f'--k {k}: expected 1 <= k < {len(order)} (the train patients).')
-    out['k'][str(k)] = {
-        'patients': order[:k], 'real': pick_views(pids, angles, order[:k], s.views_per_patient),
-        'masks': pick_views(pids, angles, order[k:], s.mask_views)}
-  return out
-
-
-def _text(x: Any) -> str:
-  return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _read_json(path: str) -> Any:
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def deformed_masks(masks: Sequence[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
-  """n masks, the given ones in turn, each through an affine and an elastic warp."""
-  out = []
-  for j in range(n):
-    labels = sd.labels_from_mask(masks[j % len(masks)])
-    # augment() flips first, with p=1 always: flipping its input undoes that, leaving the
-    # warps (nearest label for the labels). The intensity jitter only touches the dummy.
-    _, warped = sd.augment(np.zeros(labels.shape + (1,), np.float32), labels[:, ::-1],
-                           np.random.default_rng([seed, j]), p=1.0)
-    out.append((warped * 0.5).astype(np.float32)[..., None])
-  return out
+  return out + ([CEILING] if 'ceiling' in templates else [])
 
 
 def gen_config(gen: str, s: Settings):
@@ -226,8 +150,8 @@ def train_generator(s: Settings, gen: str, k: int, subsets: dict, real: dict) ->
   """Stage 2: the generator, trained on the k patients' views only."""
   workdir = os.path.join(s.workdir, 'gen', f'{gen}_k{k}')
   files.write_json(os.path.join(workdir, 'subset.json'), subsets['k'][str(k)])
-  train.train_and_evaluate(gen_config(gen, s), workdir, datasets_fn=subset_datasets(
-      Subset(real['train'], subsets['k'][str(k)]['real']), real['validation']))
+  train.train_and_evaluate(gen_config(gen, s), workdir, datasets_fn=ad.subset_datasets(
+      ad.Subset(real['train'], subsets['k'][str(k)]['real']), real['validation']))
   files.write_json(os.path.join(workdir, 'done.json'), {'steps': s.gen_steps})
 
 
@@ -242,7 +166,7 @@ def sample_generator(s: Settings, gen: str, k: int, source: str, subsets: dict,
       real['train'][i]['contour_bone'], np.float32), size)) * 0.5).astype(np.float32)[..., None]
            for i in (sub['masks'] if source == 'other_patients' else sub['real'])]
   if source == 'deformed':
-    masks = deformed_masks(masks, len(sub['masks']), seed=s.subset_seed * 1000 + k)
+    masks = ad.deformed_masks(masks, len(sub['masks']), seed=s.subset_seed * 1000 + k)
   for j, m in enumerate(masks):
     files.write_npy(os.path.join(base, 'masks', f'm{j:05d}.npy'), m)
   unet = gen == 'unet'  # one deterministic forward pass: no sampler, one image per mask
@@ -265,11 +189,11 @@ def seg_config(s: Settings, r: Regime, seed: int) -> seg.SegmenterConfig:
 def run_segmenter(s: Settings, r: Regime, seed: int, subsets: dict, real: dict) -> None:
   """Stage 4: one segmenter; seed 0 also keeps its labels of the figure's test images."""
   workdir = os.path.join(s.workdir, 'seg', r.name, f'seed{seed}')
-  sources = [Subset(real['train'],
-                    subsets['all'] if r.k is None else subsets['k'][str(r.k)]['real'])]
+  sources = [ad.Subset(real['train'],
+                       subsets['all'] if r.k is None else subsets['k'][str(r.k)]['real'])]
   if r.mask_source != 'none':
     done = os.path.join(s.workdir, 'synth', f'{r.generator}_k{r.k}_{r.mask_source}')
-    sources.append(seg.open_source(_read_json(os.path.join(done, 'done.json'))['tfds'],
+    sources.append(seg.open_source(files.read_json(os.path.join(done, 'done.json'))['tfds'],
                                    'train'))
   config = seg_config(s, r, seed)
   params = seg.train_segmenter(config, sources, workdir)
@@ -284,52 +208,6 @@ def run_segmenter(s: Settings, r: Regime, seed: int, subsets: dict, real: dict) 
   files.write_json(os.path.join(workdir, 'result.json'), {
       'n_real': len(sources[0]), 'n_synthetic': sum(len(x) for x in sources[1:]),
       **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}})
-
-
-def summarize(s: Settings, regimes: Sequence[Regime]) -> list[dict[str, Any]]:
-  """Stage 5: one row per regime (module doc), from the results stage 4 wrote."""
-  rows = []
-  for r in regimes:
-    per_seed = []
-    for seed in range(s.seeds):
-      res = _read_json(os.path.join(s.workdir, 'seg', r.name, f'seed{seed}', 'result.json'))
-      per_seed.append({'seed': seed, **{k: res[k] for k in SEED_KEYS}})
-    row = {**dataclasses.asdict(r), 'n_real': per_seed[0]['n_real'],
-           'n_synthetic': per_seed[0]['n_synthetic'], 'seeds': per_seed}
-    for m in ('dice_bone', 'dice_leg'):
-      means = np.array([p[f'{m}_mean'] for p in per_seed])
-      row[f'{m}_mean'], row[f'{m}_std'] = float(means.mean()), float(means.std())
-      row[f'{m}_image_std'] = float(np.mean([p[f'{m}_std'] for p in per_seed]))
-    rows.append(row)
-  by_name = {row['name']: row for row in rows}
-  for row in rows:
-    base, top = by_name.get(f"real-{row['k']}"), by_name.get('ceiling')
-    if row['k'] is not None and row['name'] != f"real-{row['k']}":
-      gap = top['dice_bone_mean'] - base['dice_bone_mean'] if base and top else 0.0
-      row['gap_closed'] = (row['dice_bone_mean'] - base['dice_bone_mean']) / gap if gap else None
-  return rows
-
-
-def synthetic_quality(workdir: str, gen: str, k: int, mask_indices: Sequence[int],
-                      train: Any) -> dict[str, Any]:
-  """How close G's draws from the other patients' masks come to those masks' own
-  radiographs (never used in training): PSNR and MAE over the masks (std ddof 0)."""
-  base = os.path.join(workdir, 'synth', f'{gen}_k{k}_other_patients', 'samples')
-  samples = np.stack([np.load(os.path.join(base, f'm{j:05d}_s0.npy'))
-                      for j in range(len(mask_indices))])
-  truth = np.stack([sd.example_arrays(train[int(i)], samples.shape[1])['image']
-                    for i in mask_indices])
-  p, a = metrics.psnr(samples, truth), metrics.mae(samples, truth)
-  return {'synthetic_psnr_mean': float(p.mean()), 'synthetic_psnr_std': float(p.std()),
-          'synthetic_mae_mean': float(a.mean()), 'synthetic_mae_std': float(a.std())}
-
-
-def environment() -> dict[str, Any]:
-  return {'versions': {name: importlib.metadata.version(dist) for name, dist in (
-              ('jax', 'jax'), ('flax', 'flax'), ('grain', 'grain'),
-              ('tfds', 'tensorflow-datasets'))},
-          'machine': {'cpu': machine.cpu_model(), 'cores': os.cpu_count()},
-          'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
 
 
 def _stage(name: str, units: list, fn: Callable[..., None],
@@ -350,17 +228,19 @@ def run(s: Settings) -> dict[str, Any]:
   fixed, path = {k: getattr(s, k) for k in FIXED}, lambda *p: os.path.join(s.workdir, *p)
   if not os.path.exists(path('settings.json')):
     files.write_json(path('settings.json'), fixed)
-  diff = {k: (w, fixed.get(k)) for k, w in _read_json(path('settings.json')).items()
+  diff = {k: (w, fixed.get(k)) for k, w in files.read_json(path('settings.json')).items()
           if w != fixed.get(k)}
   if diff:
     raise ValueError(f"{path('settings.json')}: the workdir holds a run with other settings "
                      f'(field: (saved, now)): {diff}. Keep them or use another --workdir.')
   real = {split: seg.open_source(s.data, split) for split in ('train', 'validation', 'test')}
-  subsets = _read_json(path('subsets.json')) if os.path.exists(path('subsets.json')) else {}
+  subsets = files.read_json(path('subsets.json')) if os.path.exists(path('subsets.json')) else {}
   stages = {'subsets': {'ran': 0, 'skipped': 1}}
   if any(str(k) not in subsets.get('k', {}) for k in s.ks):
     ks = sorted(set(s.ks) | {int(k) for k in subsets.get('k', {})})
-    subsets, stages['subsets'] = make_subsets(real['train'], ks, s), {'ran': 1, 'skipped': 0}
+    subsets = ad.make_subsets(real['train'], ks, s.subset_seed, s.views_per_patient,
+                              s.mask_views)
+    stages['subsets'] = {'ran': 1, 'skipped': 0}
     files.write_json(path('subsets.json'), subsets)
   synth = sorted({(r.generator, r.k, r.mask_source) for r in regimes if r.mask_source != 'none'})
   gens = sorted({(g, k) for g, k, _ in synth})
@@ -384,16 +264,14 @@ def run(s: Settings) -> dict[str, Any]:
       s, g, k, m, subsets, real), synth_done)
   stages['segmenters'] = _stage('stage 4 segmenters', segs, lambda r, seed: run_segmenter(
       s, r, seed, subsets, real), seg_done)
-  rows = summarize(s, regimes)
-  quality = {}  # per (generator, k): real-k+ctm and real-k+ctm+classic share one set
-  for row in rows:
-    if row['mask_source'] == 'other_patients':
-      key = (row['generator'], row['k'])
-      if key not in quality:
-        quality[key] = synthetic_quality(s.workdir, *key, subsets['k'][str(row['k'])]['masks'],
-                                         real['train'])
-      row.update(quality[key])
-  report = {'regimes': rows, **environment(), 'command': s.command,
+  rows = augmentation_report.summarize(s.workdir, s.seeds, regimes)
+  judge = None  # the ceiling's seed 0, where there is one, judges the synthetic labels
+  if seg_done(CEILING, 0):
+    config = seg_config(s, CEILING, 0)
+    judge = seg.restore_params(config, path('seg', 'ceiling', 'seed0'), config.image_size), config
+  augmentation_report.score_synthetic(s.workdir, rows, subsets, real['train'], judge, EVAL_BATCH)
+  env = machine.environment(('jax', 'jaxlib', 'flax', 'grain', 'tensorflow-datasets'))
+  report = {'regimes': rows, **env, 'command': s.command,
             'settings': {**fixed, 'ks': list(s.ks), 'seeds': s.seeds},
             'patients': {'order': subsets['patients'],
                          **{f'k{k}': v['patients'] for k, v in subsets['k'].items()}}}

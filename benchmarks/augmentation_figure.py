@@ -1,6 +1,7 @@
 """The segmentation benchmark's two figures, from what its stages left in the workdir.
 
-save_figure: test Dice by regime and seed 0's labels of a few test views.
+save_figure: the share of the bone-Dice gap each regime closes (or, without a ceiling, test
+Dice by regime) and seed 0's labels of a few test views.
 save_samples_figure: what each generator drew for the same masks, beside the radiograph of
 that mask which the benchmark never used, and for masks deformed from the k patients' own.
 """
@@ -14,11 +15,62 @@ from score_sde_knee.utils import plots
 
 GENERATORS = (('ctm', 'CTM'), ('unet', 'U-Net'), ('csm', 'CSM'))
 SAMPLE_ROWS = 3  # masks per k
+GAP_FLOOR = -0.5  # bars below are cut there and labelled with their value
+COLORS = {'classic': 'tab:gray', 'ctm': 'tab:blue', 'unet': 'tab:orange', 'csm': 'tab:green'}
+
+
+def gap_bars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The gap panel's bars: per regime with a gap_closed, its height (cut at GAP_FLOOR), the
+  seeds' std as a share of its gap, the value written below a cut bar ('' if none), and its
+  look: colour by generator, hatched for deformed own masks, a grey edge with classic."""
+  by_name = {r['name']: r for r in rows}
+  out = []
+  for r in rows:
+    if r.get('gap_closed') is None:
+      continue
+    gap = by_name['ceiling']['dice_bone_mean'] - by_name[f"real-{r['k']}"]['dice_bone_mean']
+    cut = r['gap_closed'] < GAP_FLOOR
+    out.append({'name': r['name'], 'height': max(r['gap_closed'], GAP_FLOOR),
+                'err': 0.0 if cut else r['dice_bone_std'] / gap,
+                'label': f"{r['gap_closed']:.2f}" if cut else '',
+                'color': COLORS['classic' if r['generator'] == 'none' else r['generator']],
+                'hatch': '//' if r['mask_source'] == 'deformed' else '',
+                'edge': COLORS['classic'] if r['augment'] and r['generator'] != 'none'
+                        else 'white'})
+  return out
+
+
+def _gap_panel(ax, bars: list[dict[str, Any]]) -> None:
+  x = np.arange(len(bars))
+  ax.bar(x, [b['height'] for b in bars], 0.7, yerr=[b['err'] for b in bars], capsize=3,
+         color=[b['color'] for b in bars], hatch=[b['hatch'] for b in bars],
+         edgecolor=[b['edge'] for b in bars], linewidth=2)
+  for xi, b in zip(x, bars):
+    if b['label']:
+      ax.annotate(f"{b['label']} ↓", (xi, GAP_FLOOR), xytext=(0, 3), textcoords='offset points',
+                  ha='center', fontsize=7, color='white', weight='bold')
+  ax.axhline(0, color='black', lw=0.8)
+  ax.axhline(1, color='black', lw=0.8, ls='--')
+  ax.text(len(bars) - 0.4, 1, 'all patients', va='bottom', ha='right', fontsize=7)
+  ax.text(len(bars) - 0.4, 0, 'k patients alone', va='top', ha='right', fontsize=7)
+  ax.set_ylim(GAP_FLOOR, max(1.1, max(b['height'] + b['err'] for b in bars) + 0.05))
+  ax.set_xlim(-0.6, len(bars) - 0.4)
+  ax.set_xticks(x, [b['name'] for b in bars], rotation=30, ha='right', fontsize=8)
+  ax.set_ylabel('share of the bone-Dice gap\nclosed (mean ± std of seeds)', fontsize=8)
+  import matplotlib.patches as mpatches  # pylint: disable=g-import-not-at-top
+  keys = [mpatches.Patch(color=COLORS['classic'], label='classic augmentation')] + [
+      mpatches.Patch(color=COLORS[g], label=f'{n} images') for g, n in GENERATORS] + [
+          mpatches.Patch(facecolor='white', edgecolor='black', hatch='//',
+                         label='from deformed own masks'),
+          mpatches.Patch(facecolor='white', edgecolor=COLORS['classic'], linewidth=2,
+                         label='and classic augmentation')]
+  ax.legend(handles=keys, fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0))
 
 
 def save_figure(workdir: str, rows: list[dict[str, Any]], test: Any, path: str) -> None:
-  """Dice by regime (bars: mean over seeds, error bars: std over seeds), and seed 0's labels
-  of a few test images from the predictions stage 4 kept (no retraining)."""
+  """The gap closed by regime (gap_bars; without a ceiling, Dice by regime: mean and std
+  over seeds), and seed 0's labels of a few test images from the predictions stage 4 kept
+  (no retraining)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -35,6 +87,20 @@ def save_figure(workdir: str, rows: list[dict[str, Any]], test: Any, path: str) 
   width = max(6.0, 0.9 * cols)
   fig, (ax, bottom) = plt.subplots(2, 1, figsize=(width, 3.4 + width / cols * len(exs)),
                                    height_ratios=[3.4, width / cols * len(exs)])
+  bars = gap_bars(rows) if any(r['name'] == 'ceiling' for r in rows) else []
+  if bars:
+    _gap_panel(ax, bars)
+  else:
+    _dice_panel(ax, rows)
+  bottom.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+  bottom.set_xticks((np.arange(cols) + 0.5) * (size + 1) - 1, ['image', 'truth'] + [
+      r['name'].replace('+', '\n+', 1).replace(':', '\n') for r in rows], fontsize=7)
+  bottom.xaxis.tick_top()
+  bottom.set_yticks([])
+  plots.save_figure(fig, path, pad=0.3)
+
+
+def _dice_panel(ax, rows: list[dict[str, Any]]) -> None:
   x = np.arange(len(rows))
   for j, (m, label) in enumerate((('dice_bone', 'bone'), ('dice_leg', 'leg'))):
     ax.bar(x + (j - 0.5) * 0.38, [r[f'{m}_mean'] for r in rows], 0.38, label=label,
@@ -46,12 +112,6 @@ def save_figure(workdir: str, rows: list[dict[str, Any]], test: Any, path: str) 
   ax.set_xticks(x, [r['name'] for r in rows], rotation=30, ha='right', fontsize=8)
   ax.set_ylabel('test Dice')
   ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
-  bottom.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-  bottom.set_xticks((np.arange(cols) + 0.5) * (size + 1) - 1, ['image', 'truth'] + [
-      r['name'].replace(':', '\n') for r in rows], fontsize=7)
-  bottom.xaxis.tick_top()
-  bottom.set_yticks([])
-  plots.save_figure(fig, path, pad=0.3)
 
 
 def _load(path: str) -> np.ndarray | None:

@@ -105,7 +105,7 @@ def bench_diffdrr(case: Case, repeats: int, renderer: str, views_per_call: int,
   import torchio
   from diffdrr.drr import DRR
   from diffdrr.pose import RigidTransform
-  g, n = case.geometry, case.volume.shape[0]
+  g = case.geometry
   start = time.perf_counter()
   # torchio wants (channels, i, j, k) with the affine mapping index (i, j, k) to world
   # mm; our array is (z, y, x), so i = x. Voxel centres as in projector.project.

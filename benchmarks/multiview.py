@@ -50,11 +50,8 @@ PSNR and bone Dice not below the independent set's; its time <= 3x independent's
 <= 10 min per leg.
 """
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -256,18 +253,9 @@ def goals(summary: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def environment() -> dict[str, Any]:
-  versions = {'python': platform.python_version()}
-  for dist in ('jax', 'jaxlib', 'flax', 'numpy', 'scipy', 'tensorflow-datasets'):
-    try:
-      versions[dist] = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-      versions[dist] = None
-  return {'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-          'machine': {'cpu': machine.cpu_model(), 'cores': os.cpu_count(),
-                      'backend': jax.default_backend(),
-                      'device': str(jax.devices()[0].device_kind),
-                      'load_average': list(os.getloadavg())},
-          'versions': versions}
+  env = machine.environment(('jax', 'jaxlib', 'flax', 'numpy', 'scipy', 'tensorflow-datasets'))
+  env['machine'].update(backend=jax.default_backend(), device=str(jax.devices()[0].device_kind))
+  return env
 
 
 def _sampler_configs(config, samplers, condition) -> dict[str, tuple[Any, str]]:

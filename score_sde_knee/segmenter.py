@@ -196,18 +196,23 @@ def predict(params: Any, config: SegmenterConfig, images: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_saved_config(workdir: str, config: SegmenterConfig) -> None:
+def _saved_config_diff(workdir: str, config: SegmenterConfig) -> dict[str, Any] | None:
+  """Fields (saved, now) where the workdir's config differs from `config`; None if none saved."""
   path = os.path.join(workdir, CONFIG_FILE)
-  mine = dataclasses.asdict(config)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
-    diff = {k: (saved.get(k), v) for k, v in mine.items()
-            if k not in _MAY_CHANGE and saved.get(k) != v}
-    if diff:
-      raise ValueError(f'{path}: the workdir was trained with another config '
-                       f'(field: (saved, now)): {diff}. Use another --workdir.')
-  files.write_json(path, mine)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    saved = json.load(f)
+  return {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items()
+          if k not in _MAY_CHANGE and saved.get(k) != v}
+
+
+def _check_saved_config(workdir: str, config: SegmenterConfig) -> None:
+  diff = _saved_config_diff(workdir, config)
+  if diff:
+    raise ValueError(f'{os.path.join(workdir, CONFIG_FILE)}: the workdir was trained with '
+                     f'another config (field: (saved, now)): {diff}. Use another --workdir.')
+  files.write_json(os.path.join(workdir, CONFIG_FILE), dataclasses.asdict(config))
 
 
 def train_segmenter(config: SegmenterConfig, sources: Sequence[Any],
@@ -256,6 +261,33 @@ def train_segmenter(config: SegmenterConfig, sources: Sequence[Any],
     manager.wait_until_finished()
     manager.close()
   return state.params
+
+
+def restore_params(config: SegmenterConfig, workdir: str, image_size: int) -> Any:
+  """The params of the newest checkpoint under `workdir`, a run of `config` on image_size
+  images; reads only.
+
+  Raises:
+    FileNotFoundError: no segmenter config or no checkpoint there.
+    ValueError: the workdir was trained with another config.
+  """
+  diff = _saved_config_diff(workdir, config)
+  if diff is None:
+    raise FileNotFoundError(f'{workdir}: no {CONFIG_FILE}; expected a segmenter workdir.')
+  if diff:
+    raise ValueError(f'{os.path.join(workdir, CONFIG_FILE)}: trained with another config '
+                     f'(field: (saved, now)): {diff}.')
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    latest = manager.latest_step()
+    if latest is None:
+      raise FileNotFoundError(f'{os.path.join(workdir, CHECKPOINT_DIR)}: no checkpoint.')
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          create_state(config, image_size))
+    return manager.restore(latest, args=ocp.args.StandardRestore(target)).params
+  finally:
+    manager.close()
 
 
 def evaluate_segmenter(params: Any, config: SegmenterConfig, source: Any,

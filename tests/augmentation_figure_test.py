@@ -1,5 +1,6 @@
-"""benchmarks/augmentation_figure.py: the samples figure's tiles come from the files the
-benchmark's stages write, each in its place; generators not run leave blanks."""
+"""benchmarks/augmentation_figure.py: the gap panel's bars, cut at its floor; the samples
+figure's tiles come from the files the benchmark's stages write, each in its place;
+generators not run leave blanks."""
 import os
 
 import numpy as np
@@ -45,3 +46,26 @@ def test_samples_rows_put_each_file_in_its_column(tmp_path):
   path = os.path.join(str(tmp_path), 'samples.png')
   af.save_samples_figure(str(tmp_path), (2,), subsets, train, path)
   assert os.path.getsize(path) > 5_000
+
+
+def test_gap_bars_cut_what_falls_below_the_floor_and_scale_the_spread_by_the_gap():
+  row = lambda name, k, gen, src, bone, std, gap=None, augment=False: {
+      'name': name, 'k': k, 'generator': gen, 'mask_source': src, 'augment': augment,
+      'dice_bone_mean': bone, 'dice_bone_std': std, 'gap_closed': gap}
+  rows = [row('real-2', 2, 'none', 'none', 0.90, 0.01),
+          row('real-2+ctm', 2, 'ctm', 'other_patients', 0.94, 0.02, 0.4),
+          row('real-2+csm:deformed', 2, 'csm', 'deformed', 0.60, 0.03, -3.0),
+          row('real-2+ctm+classic', 2, 'ctm', 'other_patients', 0.95, 0.005, 0.5, True),
+          row('real-2+classic', 2, 'none', 'none', 0.93, 0.01, 0.3, True),
+          row('ceiling', None, 'none', 'none', 1.00, 0.0)]
+  bars = {b['name']: b for b in af.gap_bars(rows)}
+  assert list(bars) == ['real-2+ctm', 'real-2+csm:deformed', 'real-2+ctm+classic',
+                        'real-2+classic']
+  assert bars['real-2+ctm']['height'] == 0.4 and bars['real-2+ctm']['label'] == ''
+  assert np.isclose(bars['real-2+ctm']['err'], 0.02 / (1.00 - 0.90))
+  csm = bars['real-2+csm:deformed']
+  assert (csm['height'], csm['err'], csm['label'], csm['hatch']) == (af.GAP_FLOOR, 0.0,
+                                                                     '-3.00', '//')
+  assert bars['real-2+ctm+classic']['edge'] == af.COLORS['classic'] != bars['real-2+ctm']['edge']
+  assert bars['real-2+classic']['color'] == af.COLORS['classic']
+  assert bars['real-2+classic']['edge'] == 'white'

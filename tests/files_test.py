@@ -17,6 +17,14 @@ def test_write_json_and_npz_roundtrip(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['a.json', 'b.npz']  # no temp files left
 
 
+def test_read_json_reads_what_was_written_and_names_a_broken_file(tmp_path):
+  files.write_json(tmp_path / 'a.json', {'x': [1, 2.5], 'y': None})
+  assert files.read_json(str(tmp_path / 'a.json')) == {'x': [1, 2.5], 'y': None}
+  (tmp_path / 'cut.json').write_text('{"x": [1,')
+  with pytest.raises(ValueError, match=r'cut\.json: not valid JSON'):
+    files.read_json(str(tmp_path / 'cut.json'))
+
+
 def test_failed_write_keeps_the_old_file(tmp_path):
   path = tmp_path / 'm.json'
   files.write_json(path, {'old': True})

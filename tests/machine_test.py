@@ -1,4 +1,6 @@
-"""benchmarks/machine: the model name from a cpuinfo file, the architecture without one."""
+"""benchmarks/machine: the model name from a cpuinfo file, the architecture without one; the
+environment record."""
+import importlib.metadata
 import platform
 
 from benchmarks import machine
@@ -13,3 +15,12 @@ def test_cpu_model_reads_the_first_model_name(tmp_path):
 
 def test_cpu_model_without_cpuinfo_is_the_architecture(tmp_path):
   assert machine.cpu_model(str(tmp_path / 'missing')) == (platform.machine() or 'unknown')
+
+
+def test_environment_names_versions_and_the_missing_distribution():
+  env = machine.environment(['numpy', 'no-such-distribution-here'])
+  assert env['versions'] == {'python': platform.python_version(),
+                             'numpy': importlib.metadata.version('numpy'),
+                             'no-such-distribution-here': None}
+  assert env['machine']['cpu'] == machine.cpu_model() and env['machine']['cores'] >= 1
+  assert len(env['machine']['load_average']) == 3 and env['date'][:2] == '20'

@@ -186,6 +186,21 @@ def test_resume_gives_the_params_of_an_uninterrupted_run(tmp_path, monkeypatch):
                         str(tmp_path))
 
 
+def test_restored_params_are_those_training_returned_and_nothing_is_written(tmp_path):
+  data = _phantoms(4)
+  config = dataclasses.replace(SMALL, steps=2, image_size=16)
+  with pytest.raises(FileNotFoundError, match='no segmenter_config.json'):
+    seg.restore_params(config, str(tmp_path), 16)
+  trained = seg.train_segmenter(config, [data], str(tmp_path))
+  before = {p: os.stat(p).st_mtime_ns for p in glob.glob(f'{tmp_path}/**', recursive=True)}
+  restored = seg.restore_params(config, str(tmp_path), 16)
+  jax.tree.map(np.testing.assert_array_equal, trained, restored)
+  assert {p: os.stat(p).st_mtime_ns
+          for p in glob.glob(f'{tmp_path}/**', recursive=True)} == before
+  with pytest.raises(ValueError, match=r"trained with another config.*'seed': \(0, 1\)"):
+    seg.restore_params(dataclasses.replace(config, seed=1), str(tmp_path), 16)
+
+
 def test_command_line_on_knee_drr(data_dir, tmp_path, capsys):
   version_dir = glob.glob(os.path.join(data_dir, 'knee_drr', 'tiny', '*'))[0]
   with pytest.raises(SystemExit, match=r"no split 'nope'"):

@@ -37,6 +37,16 @@ def atomic_path(path: str, suffix: str = ''):
     raise
 
 
+def read_json(path: str):
+  """The JSON value in `path`; a file that does not parse is named in the error."""
+  with open(path, encoding='utf-8') as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not valid JSON ({e}); expected a file this project wrote. '
+                       'Remove it to have it written again.') from e
+
+
 def write_json(path: str, obj) -> None:
   with atomic_path(path, '.json') as tmp, open(tmp, 'w', encoding='utf-8') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
