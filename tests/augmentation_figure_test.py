@@ -62,6 +62,7 @@ def test_gap_bars_cut_what_falls_below_the_floor_and_scale_the_spread_by_the_gap
   assert list(bars) == ['real-2+ctm', 'real-2+csm:deformed', 'real-2+ctm+classic',
                         'real-2+classic']
   assert bars['real-2+ctm']['height'] == 0.4 and bars['real-2+ctm']['label'] == ''
+  assert [b['dice'] for b in bars.values()] == [0.94, 0.60, 0.95, 0.93]
   assert np.isclose(bars['real-2+ctm']['err'], 0.02 / (1.00 - 0.90))
   csm = bars['real-2+csm:deformed']
   assert (csm['height'], csm['err'], csm['label'], csm['hatch']) == (af.GAP_FLOOR, 0.0,
