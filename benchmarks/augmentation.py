@@ -158,8 +158,8 @@ def train_generator(s: Settings, gen: str, k: int, subsets: dict, real: dict) ->
 def sample_generator(s: Settings, gen: str, k: int, source: str, subsets: dict,
                      real: dict) -> None:
   """Stage 3: masks -> generate -> export_tfds (again from scratch if a cut one is there)."""
-  base, gen_dir = (os.path.join(s.workdir, 'synth', f'{gen}_k{k}_{source}'),
-                   os.path.join(s.workdir, 'gen', f'{gen}_k{k}'))
+  base = ad.synth_dir(s.workdir, gen, k, source)
+  gen_dir = os.path.join(s.workdir, 'gen', f'{gen}_k{k}')
   config = run_config.load(gen_dir)
   size, sub = int(config.data.image_size), subsets['k'][str(k)]
   masks = [(sd.labels_from_mask(resize.area_resize(np.asarray(
@@ -175,7 +175,7 @@ def sample_generator(s: Settings, gen: str, k: int, source: str, subsets: dict,
                     num_samples=1 if unet else s.samples_per_mask)
   shutil.rmtree(os.path.join(base, 'tfds'), ignore_errors=True)
   path = generate.export_tfds(os.path.join(base, 'samples'), os.path.join(base, 'tfds'))
-  files.write_json(os.path.join(base, 'done.json'), {'tfds': path})
+  files.write_json(os.path.join(base, 'done.json'), {'tfds': os.path.relpath(path, base)})
 
 
 def seg_config(s: Settings, r: Regime, seed: int) -> seg.SegmenterConfig:
@@ -192,9 +192,8 @@ def run_segmenter(s: Settings, r: Regime, seed: int, subsets: dict, real: dict) 
   sources = [ad.Subset(real['train'],
                        subsets['all'] if r.k is None else subsets['k'][str(r.k)]['real'])]
   if r.mask_source != 'none':
-    done = os.path.join(s.workdir, 'synth', f'{r.generator}_k{r.k}_{r.mask_source}')
-    sources.append(seg.open_source(files.read_json(os.path.join(done, 'done.json'))['tfds'],
-                                   'train'))
+    sources.append(seg.open_source(
+        ad.synthetic_tfds(s.workdir, r.generator, r.k, r.mask_source), 'train'))
   config = seg_config(s, r, seed)
   params = seg.train_segmenter(config, sources, workdir)
   result = seg.evaluate_segmenter(params, config, real['test'], batch_size=EVAL_BATCH)
@@ -246,7 +245,8 @@ def run(s: Settings) -> dict[str, Any]:
   gens = sorted({(g, k) for g, k, _ in synth})
   segs = [(r, seed) for r in regimes for seed in range(s.seeds)]
   gen_done = lambda g, k: os.path.exists(path('gen', f'{g}_k{k}', 'done.json'))
-  synth_done = lambda g, k, m: os.path.exists(path('synth', f'{g}_k{k}_{m}', 'done.json'))
+  synth_done = lambda g, k, m: os.path.exists(os.path.join(ad.synth_dir(s.workdir, g, k, m),
+                                                           'done.json'))
   seg_done = lambda r, seed: os.path.exists(path('seg', r.name, f'seed{seed}', 'result.json'))
   # The budget of what is left, from GUESS_S.
   g, f = GUESS_S, progress.format_seconds

@@ -1,5 +1,6 @@
 """The segmentation benchmark's data: patient subsets of the train split, the views taken of
-each patient, and deformed copies of a patient's own masks."""
+each patient, deformed copies of a patient's own masks, and where a synthetic set lies."""
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -7,6 +8,7 @@ import numpy as np
 
 from score_sde_knee import input_pipeline
 from score_sde_knee import segmenter_data as sd
+from score_sde_knee.utils import files
 
 
 class Subset:
@@ -81,3 +83,14 @@ def deformed_masks(masks: Sequence[np.ndarray], n: int, seed: int) -> list[np.nd
                            np.random.default_rng([seed, j]), p=1.0)
     out.append((warped * 0.5).astype(np.float32)[..., None])
   return out
+
+
+def synth_dir(workdir: str, gen: str, k: int, source: str) -> str:
+  return os.path.join(workdir, 'synth', f'{gen}_k{k}_{source}')
+
+
+def synthetic_tfds(workdir: str, gen: str, k: int, source: str) -> str:
+  """The TFDS version directory of a finished synthetic set; done.json holds it relative
+  to the set's folder, so a workdir still reads after a move."""
+  base = synth_dir(workdir, gen, k, source)
+  return os.path.join(base, files.read_json(os.path.join(base, 'done.json'))['tfds'])

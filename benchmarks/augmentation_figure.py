@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks import augmentation_data as ad
 from score_sde_knee import segmenter_data as sd
 from score_sde_knee.utils import plots
 
@@ -139,7 +140,7 @@ def samples_rows(workdir: str, ks: Sequence[int], subsets: dict[str, Any],
   rows, titles = [], []
   for k in ks:
     sub = subsets['k'][str(k)]
-    synth = lambda g, src: os.path.join(workdir, 'synth', f'{g}_k{k}_{src}')
+    synth = lambda g, src: ad.synth_dir(workdir, g, k, src)
     for j in np.unique(np.linspace(0, len(sub['masks']) - 1, SAMPLE_ROWS).round().astype(int)):
       row = []
       for src in ('other_patients', 'deformed'):

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks import augmentation_data as ad
 from score_sde_knee import metrics
 from score_sde_knee import segmenter as seg
 from score_sde_knee import segmenter_data as sd
@@ -46,7 +47,7 @@ def synthetic_quality(workdir: str, gen: str, k: int, mask_indices: Sequence[int
                       train: Any) -> dict[str, Any]:
   """How close G's draws from the other patients' masks come to those masks' own
   radiographs (never used in training): PSNR and MAE over the masks (std ddof 0)."""
-  base = os.path.join(workdir, 'synth', f'{gen}_k{k}_other_patients', 'samples')
+  base = os.path.join(ad.synth_dir(workdir, gen, k, 'other_patients'), 'samples')
   samples = np.stack([np.load(os.path.join(base, f'm{j:05d}_s0.npy'))
                       for j in range(len(mask_indices))])
   truth = np.stack([sd.example_arrays(train[int(i)], samples.shape[1])['image']
@@ -61,9 +62,9 @@ def label_agreement(workdir: str, gen: str, k: int, source: str, params: Any,
   """The judge segmenter (params, config) on each synthetic image, scored against the labels
   of the mask it was drawn from: bone and leg Dice over the set (std ddof 0). Labels a
   segmenter trained on real radiographs cannot find in the image teach a wrong lesson."""
-  done = files.read_json(os.path.join(workdir, 'synth', f'{gen}_k{k}_{source}', 'done.json'))
-  res = seg.evaluate_segmenter(params, config, seg.open_source(done['tfds'], 'train'),
-                               batch_size=batch_size)
+  res = seg.evaluate_segmenter(
+      params, config, seg.open_source(ad.synthetic_tfds(workdir, gen, k, source), 'train'),
+      batch_size=batch_size)
   return {f'label_{m}_{s}': float(res[f'{m}_{s}'])
           for m in ('dice_bone', 'dice_leg') for s in ('mean', 'std')}
 

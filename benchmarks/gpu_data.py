@@ -52,6 +52,8 @@ class RunData:
   train: Iterator[dict[str, np.ndarray]]  # per-host {'image', 'cond'} batches, endless
   held_out: dict[str, np.ndarray]  # the grid's 'image' and 'cond', never trained on
   info: dict  # what the JSON's `data` records
+  # every view of one held-out leg, by angle: 'image', 'cond', 'angles_deg', 'patient'
+  leg: dict = dataclasses.field(default_factory=dict)
 
 
 def memory_data(config, phantoms: int, grid: int, views: int = 60) -> RunData:
@@ -70,10 +72,12 @@ def memory_data(config, phantoms: int, grid: int, views: int = 60) -> RunData:
       idx = rng.integers(0, n_train, per_host)
       yield {k: v[idx] for k, v in data.items()}
   test = slice(n_train, None, max(views // grid, 1))
+  leg = {'image': data['image'][n_train:], 'cond': data['cond'][n_train:],
+         'angles_deg': np.arange(views) * (360.0 / views), 'patient': f'phantom {phantoms - 1}'}
   return RunData(batches(), {k: v[test][:grid] for k, v in data.items()},
                  {'data': 'memory', 'phantoms': phantoms, 'views': views,
                   'make_s': time.perf_counter() - t0, 'num_train_examples': n_train,
-                  'num_test_examples': views})
+                  'num_test_examples': views}, leg)
 
 
 def newest_version() -> str:
@@ -121,13 +125,19 @@ def knee_drr_data(config, grid: int) -> RunData:
   if n_test < grid:
     raise ValueError(f'--grid {grid}: the test split of {name} has only {n_test} examples.')
   pick = np.linspace(0, n_test - 1, grid).round().astype(int)
+  pids = np.array([str(p) for p in test['patient_id']])
+  mine = np.flatnonzero(pids == sorted(set(pids))[0])  # the first test patient, by angle
+  mine = mine[np.argsort(test['angle_deg'][mine], kind='stable')]
+  leg = {'image': test['image'][mine], 'cond': test[c.condition][mine],
+         'angles_deg': np.asarray(test['angle_deg'][mine], np.float64),
+         'patient': str(pids[mine[0]])}
   return RunData(streams.train, {'image': test['image'][pick], 'cond': test[c.condition][pick]},
                  {'data': 'knee_drr', 'name': name, 'version': d.version,
                   'data_dir': d.data_dir, 'built': not present, 'build_s': build_s,
                   'num_train_examples': streams.num_train_examples,
                   'num_test_examples': n_test,
                   'grid_views': [[str(test['patient_id'][i]), float(test['angle_deg'][i])]
-                                 for i in pick]})
+                                 for i in pick]}, leg)
 
 
 def beside(fn: Callable[[], RunData]) -> Callable[[], RunData]:

@@ -29,6 +29,11 @@ paper-scale program takes 45-140 s to compile):
            over its test split (input_pipeline.load_split). The build runs beside the two
            compiles, which need only shapes. --data memory: --phantoms phantoms x 60 views
            scanned in memory (phantom.make_phantom + drr.scan_volume), the last held out.
+  leg      from the run's model: every view of one held-out leg (the first test patient;
+           with --data memory the last phantom) sampled at once, independently and as
+           projections of one volume (benchmarks/gpu_leg.py): seconds per leg, compiles,
+           PSNR and consistency error per set, out/gpu_leg.png. With a budget, the run
+           leaves LEG_RESERVE_S for it.
 Compile times are reported beside each figure: on a GPU they, not the timed calls, take
 most of the run. The JSON is rewritten after each part, so a run cut short keeps them.
 Peak device memory is the process's peak so far, read after each part (None on a CPU).
@@ -54,6 +59,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import gpu_data  # pylint: disable=g-import-not-at-top
+from benchmarks import gpu_leg
 from benchmarks import train as train_bench
 from benchmarks import train_options
 from benchmarks import train_peers
@@ -72,7 +78,7 @@ from score_sde_knee.utils import plots
 from score_sde_knee.utils import xla_cpu
 
 COLUMN_IMAGES = 330   # One Table I column: the paper's test split.
-PARTS = ('flops', 'peaks', 'train', 'sampler', 'run')
+PARTS = ('flops', 'peaks', 'train', 'sampler', 'run', 'leg')
 
 
 def _log(msg: str) -> None:
@@ -177,16 +183,21 @@ def bench_sampler(config, batch: int, repeats: int) -> dict:
 
 
 RESERVE_S = 30.0  # After training: the grid's sampling, its PNG and the JSON.
+# And the leg part's, when it runs: two compiles of a 60-view sampler and two draws (an
+# estimate from the H200's 45-140 s compiles of the paper-scale programs, not a measurement).
+LEG_RESERVE_S = 330.0
 DEFAULT_TRAIN_S = 150.0  # The short run's training seconds when no budget bounds it.
 
 
 def short_run(config, mesh, get_data: Callable[[], gpu_data.RunData], train_s: float,
               warmup: int, grid: int, out: str, deadline: float | None = None,
-              on_data: Callable[[dict], None] | None = None) -> dict:
+              on_data: Callable[[dict], None] | None = None, reserve_s: float = RESERVE_S,
+              keep: dict | None = None) -> dict:
   """Compiles the update and the grid's sampler while get_data() runs beside them (shapes
   are all a compile needs), calls on_data(its info), then trains for `train_s` seconds (at
   least one update; fewer where `deadline`, a perf_counter time, comes first, less
-  RESERVE_S) and samples the `grid` held-out views."""
+  reserve_s) and samples the `grid` held-out views. `keep` receives what the leg part
+  samples with: the sampler's config, the model, the EMA params and the held-out leg."""
   data_result = gpu_data.beside(get_data)
   c = _copy(config)
   c.optim.warmup = warmup
@@ -233,7 +244,7 @@ def short_run(config, mesh, get_data: Callable[[], gpu_data.RunData], train_s: f
   cond = jax.numpy.asarray(data.held_out['cond'])
   losses, step, t_start = [], 0, time.perf_counter()
   if deadline is not None:
-    train_s = max(min(train_s, deadline - RESERVE_S - t_start), 0.0)
+    train_s = max(min(train_s, deadline - reserve_s - t_start), 0.0)
   while time.perf_counter() < t_start + train_s or step == 0:
     state, m = step_fn(state, batch())
     step += 1
@@ -251,6 +262,8 @@ def short_run(config, mesh, get_data: Callable[[], gpu_data.RunData], train_s: f
   rows = [[np.asarray(cond[i]), samples[i], truth[i]] for i in range(len(samples))]
   png = os.path.join(out, 'gpu_run_grid.png')
   plots.save_grid(png, rows, col_titles=['contour+bone mask', 'sample (49 NFE)', 'DRR'])
+  if keep is not None:
+    keep.update(config=fast, model=model, params=state.ema_params, leg=data.leg)
   return {'steps': step, 'train_compile_s': train_compile_s, 'train_s': train_s,
           'images_per_s': b * step / train_s, 'data_wait_s': data_wait_s,
           'data_after_compiles_s': data_after_compiles_s,
@@ -340,7 +353,14 @@ def main(argv=None) -> dict:
       train_s = math.inf if a.budget_s is not None else DEFAULT_TRAIN_S
     return short_run(config, mesh, get_data, train_s, a.warmup, a.grid, a.out,
                      deadline=None if a.budget_s is None else start + a.budget_s,
-                     on_data=on_data)
+                     on_data=on_data, keep=kept,
+                     reserve_s=RESERVE_S + (LEG_RESERVE_S if 'leg' in parts else 0.0))
+
+  def leg_part():
+    if 'params' not in kept:
+      raise ValueError("the leg part samples from the run part's model: run both "
+                       '(--parts run,leg), and the run must succeed')
+    return gpu_leg.run(kept['config'], kept['model'], kept['params'], kept['leg'], a.out)
 
   flops = part('flops', lambda: count_flops(config, mesh))
   peaks = part('peaks', lambda: {d: train_options.matmul_peak(d, a.matmul_n, a.repeats)
@@ -352,7 +372,9 @@ def main(argv=None) -> dict:
     sampler['mfu_vs_bf16_peak'] = (sampler['network_evals_per_s'] *
                                    flops['gflop_per_network_eval'] / peak)
     save()
+  kept = {}  # the run part's model, for the leg part
   part('run', run_part)
+  part('leg', leg_part)
   result['wall_s'] = time.perf_counter() - start
   save()
   print(json.dumps(result, indent=1))

@@ -6,7 +6,8 @@
 # What it measures lands in $OUT: gpu_figures.json (rewritten after each part),
 # gpu_run_grid.png, env.txt and the log.
 #   GPU_PARTS     benchmarks.gpu_figures' parts (default: run, the one not yet measured on
-#                 a GPU; flops,peaks,train,sampler,run for all of them)
+#                 a GPU; flops,peaks,train,sampler,run for all of them; run,leg adds one
+#                 held-out leg's 60 views sampled together from the run's model)
 #   GPU_DATA      the run's data: knee_drr (default; the scale's config, newest version,
 #                 built into GPU_DATA_DIR, default /tmp/tfds, while the programs compile) or
 #                 memory (phantoms scanned in memory). knee_drr turns into memory, saying

@@ -4,6 +4,7 @@ as another project would, the figure's predictions, and a rerun that redoes noth
 import collections
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -216,6 +217,15 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_is_refused(first_run):
   assert again['regimes'] == result['regimes']
   with pytest.raises(SystemExit, match='seg_steps.*another --workdir'):
     aug.main(_argv(workdir, data_dir, '--seg_steps', '5'))
+
+
+def test_a_moved_workdir_still_reports(first_run, tmp_path):
+  workdir, data_dir, result = first_run
+  moved = str(tmp_path / 'moved')
+  shutil.copytree(workdir, moved)
+  again = aug.main(_argv(moved, data_dir))
+  assert all(v['ran'] == 0 for v in again['stages'].values()), again['stages']
+  assert again['regimes'] == result['regimes']
 
 
 def test_more_regimes_join_the_workdir_csm_and_deformed_masks(first_run, tiny6):

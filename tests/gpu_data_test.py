@@ -23,6 +23,19 @@ def test_phantom_views_are_normalised_drrs_with_three_level_masks():
   assert not np.allclose(data['image'][:6], data['image'][6:])
 
 
+def test_memory_data_holds_out_the_last_phantoms_views_as_the_leg():
+  config = gpu_figures.config_for('test', 4)
+  size = config.data.image_size
+  data = gpu_data.memory_data(config, 3, 2, views=6)
+  views = gpu_data.phantom_views(3, size, views=6)
+  assert data.leg['patient'] == 'phantom 2'
+  np.testing.assert_array_equal(data.leg['image'], views['image'][12:])
+  np.testing.assert_array_equal(data.leg['cond'], views['cond'][12:])
+  np.testing.assert_allclose(data.leg['angles_deg'], [0, 60, 120, 180, 240, 300])
+  train = {x.tobytes() for x in views['image'][:12]}
+  assert all(x.tobytes() in train for x in next(data.train)['image'])
+
+
 def test_a_failed_data_build_reaches_the_caller():
   # short_run builds the data in another thread while the programs compile: the build's
   # error must still reach the part (and so the JSON), not vanish with the thread.
@@ -53,6 +66,16 @@ def test_knee_drr_data_builds_an_absent_data_set_then_reads_the_splits(tmp_path,
   for j, i in enumerate([0, 2, 5]):  # round(linspace(0, 5, 3))
     np.testing.assert_array_equal(data.held_out['image'][j], test[i]['image'])
     np.testing.assert_array_equal(data.held_out['cond'][j], test[i]['contour_bone'])
+  # The leg: every view of the first test patient (by name), sorted by angle.
+  pid = lambda ex: ex['patient_id'].decode() if isinstance(ex['patient_id'], bytes) else str(
+      ex['patient_id'])
+  first = sorted({pid(ex) for ex in test})[0]
+  mine = sorted((ex for ex in test if pid(ex) == first), key=lambda ex: float(ex['angle_deg']))
+  assert data.leg['patient'] == first and len(data.leg['image']) == len(mine) > 1
+  np.testing.assert_allclose(data.leg['angles_deg'], [float(ex['angle_deg']) for ex in mine])
+  for j, ex in enumerate(mine):
+    np.testing.assert_array_equal(data.leg['image'][j], ex['image'])
+    np.testing.assert_array_equal(data.leg['cond'][j], ex['contour_bone'])
   # Training batches come from the train split alone, with the contour+bone masks.
   train = {ex['image'].tobytes(): ex['contour_bone'] for ex in read_split(d.data_dir, 'train')}
   batch = next(data.train)

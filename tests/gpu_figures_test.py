@@ -165,10 +165,16 @@ def test_run_trains_for_what_the_budget_leaves_unless_told(tmp_path, monkeypatch
   # time idle.
   seen = {}
 
-  def short_run(config, mesh, get_data, train_s, *rest, deadline=None, on_data=None):
-    seen.update(train_s=train_s, deadline=deadline)
+  def short_run(config, mesh, get_data, train_s, *rest, deadline=None, on_data=None,
+                reserve_s=None, keep=None):
+    seen.update(train_s=train_s, deadline=deadline, reserve_s=reserve_s)
     return {}
   monkeypatch.setattr(gpu_figures, 'short_run', short_run)
   gpu_figures.main(['--scale', 'test', '--parts', 'run', '--out', str(tmp_path)] + args)
   assert seen['train_s'] == train_s
   assert (seen['deadline'] is None) == ('--budget_s' not in args)
+  assert seen['reserve_s'] == gpu_figures.RESERVE_S
+  # With the leg part to follow, the run leaves it its reserve too.
+  r = gpu_figures.main(['--scale', 'test', '--parts', 'run,leg', '--out', str(tmp_path)] + args)
+  assert seen['reserve_s'] == gpu_figures.RESERVE_S + gpu_figures.LEG_RESERVE_S
+  assert "run both" in r['errors']['leg']  # this fake run keeps no model
