@@ -266,7 +266,7 @@ def run(s: Settings) -> dict[str, Any]:
       s, r, seed, subsets, real), seg_done)
   rows = augmentation_report.summarize(s.workdir, s.seeds, regimes)
   judge = None  # the ceiling's seed 0, where there is one, judges the synthetic labels
-  if seg_done(CEILING, 0):
+  if synth and seg_done(CEILING, 0):
     config = seg_config(s, CEILING, 0)
     judge = seg.restore_params(config, path('seg', 'ceiling', 'seed0'), config.image_size), config
   augmentation_report.score_synthetic(s.workdir, rows, subsets, real['train'], judge, EVAL_BATCH)

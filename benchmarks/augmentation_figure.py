@@ -23,9 +23,9 @@ COLORS = {'classic': 'tab:gray', 'ctm': 'tab:blue', 'unet': 'tab:orange', 'csm':
 
 def gap_bars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """The gap panel's bars: per regime with a gap_closed, its bone Dice, its height (cut at
-  GAP_FLOOR), the
-  seeds' std as a share of its gap, the value written below a cut bar ('' if none), and its
-  look: colour by generator, hatched for deformed own masks, a grey edge with classic."""
+  GAP_FLOOR), the seeds' std as a share of its gap, the value written below a cut bar (''
+  if none), and its look: colour by generator, hatched for deformed own masks, a grey edge
+  with classic augmentation."""
   by_name = {r['name']: r for r in rows}
   out = []
   for r in rows:

@@ -125,8 +125,8 @@ def knee_drr_data(config, grid: int) -> RunData:
   if n_test < grid:
     raise ValueError(f'--grid {grid}: the test split of {name} has only {n_test} examples.')
   pick = np.linspace(0, n_test - 1, grid).round().astype(int)
-  pids = np.array([str(p) for p in test['patient_id']])
-  mine = np.flatnonzero(pids == sorted(set(pids))[0])  # the first test patient, by angle
+  pids = test['patient_id']
+  mine = np.flatnonzero(pids == min(pids))  # the first test patient, by angle
   mine = mine[np.argsort(test['angle_deg'][mine], kind='stable')]
   leg = {'image': test['image'][mine], 'cond': test[c.condition][mine],
          'angles_deg': np.asarray(test['angle_deg'][mine], np.float64),

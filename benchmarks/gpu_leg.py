@@ -16,29 +16,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from score_sde_knee import methods
 from score_sde_knee import metrics
-from score_sde_knee import model_utils
 from score_sde_knee import multiview
 from score_sde_knee import multiview_figure
-from score_sde_knee import train_state as ts
-from score_sde_knee.sampler_setting import SamplerSettings
 from score_sde_knee.xray import geometry as geometry_lib
 
 GRID = 64  # The reconstruction grid's n^3 (n = the image size below 64 px), as --views=all.
-
-
-def leg_sampler(config, model) -> Any:
-  """jit(params, masks, key, consistency) -> (V, H, W, 1) views: CTM's sampler of `config`
-  over one leg (multiview.sample_leg), consistency static (None: independent)."""
-  settings, sde = SamplerSettings.from_config(config), ts.make_sde(config)
-  score = model_utils.get_score_fn(model, sde, methods.CTM,
-                                   scale_by_sigma=bool(config.model.scale_by_sigma))
-
-  def sample(params, masks, key, consistency):
-    return multiview.sample_leg(lambda x, t, c: score(params, x, t, c), sde, masks, key,
-                                settings, consistency, method='ctm')
-  return jax.jit(sample, static_argnums=3)
 
 
 def run(config, model, params, leg: dict[str, Any], out: str) -> dict[str, Any]:
@@ -49,7 +32,7 @@ def run(config, model, params, leg: dict[str, Any], out: str) -> dict[str, Any]:
   consistency = multiview.for_geometry(geometry, min(GRID, size), leg['angles_deg'])
   masks, truth = np.asarray(leg['cond'], np.float32), np.asarray(leg['image'], np.float32)
   multiview.check_views(masks, consistency, 'masks')
-  sample, key = leg_sampler(config, model), jax.random.key(0)
+  sample, key = multiview.leg_sampler(config, model), jax.random.key(0)
   sets, views = {}, {}
   for name, c in (('independent', None), ('consistent', consistency)):
     t0 = time.perf_counter()

@@ -76,7 +76,6 @@ from score_sde_knee import multiview_run
 from score_sde_knee import parallel
 from score_sde_knee import run_config
 from score_sde_knee import sampler_setting
-from score_sde_knee import train_state as ts
 from score_sde_knee.sampler_setting import SamplerSettings
 from score_sde_knee.utils import files
 from score_sde_knee.utils import progress
@@ -178,15 +177,8 @@ class LegSampler:
   draw for each (masks shape, consistency) so that compilation is timed apart."""
 
   def __init__(self, config, params):
-    settings, sde = SamplerSettings.from_config(config), ts.make_sde(config)
-    score = model_utils.get_score_fn(model_utils.create_model(config), sde,
-                                     methods.get(config.method),
-                                     scale_by_sigma=bool(config.model.scale_by_sigma))
-
-    def sample(params, cond, rng, consistency):
-      return multiview.sample_leg(lambda x, t, c: score(params, x, t, c), sde, cond, rng,
-                                  settings, consistency, method=config.method)
-    self._jit, self._params, self._compiled = jax.jit(sample, static_argnums=3), params, {}
+    self._jit = multiview.leg_sampler(config, model_utils.create_model(config))
+    self._params, self._compiled = params, {}
 
   def __call__(self, masks, key, consistency) -> tuple[np.ndarray, float, float | None]:
     """(views, seconds sampling, seconds compiling or None if compiled before)."""

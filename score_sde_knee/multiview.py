@@ -38,6 +38,7 @@ step `start` on. Turned off (start >= N) the sampler is pc_sample's, bit for bit
 """
 import dataclasses
 import math
+from typing import Callable
 
 import jax
 from jax import lax
@@ -45,8 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde_knee import methods
+from score_sde_knee import model_utils
 from score_sde_knee import sampling
 from score_sde_knee import sde as sde_lib
+from score_sde_knee import train_state as ts
 from score_sde_knee.sampler_setting import SamplerSettings
 from score_sde_knee.xray import geometry as geometry_lib
 from score_sde_knee.xray import projector
@@ -204,6 +207,20 @@ def sample_leg(score_fn: sampling.ScoreFn, sde: sde_lib.VESDE, cond: Array, rng:
   if kind == 'sdedit':
     return sampling.csm_sample(score_fn, sde, cond, rng, settings, project=project)
   return sampling.ctm_sample(score_fn, sde, cond, rng, settings, project=project)
+
+
+def leg_sampler(config, model) -> Callable[..., Array]:
+  """sample_leg with `config`'s sampler, SDE and method and `model`'s score, jitted:
+  (params, masks, key, consistency) -> views, consistency static (None: independent).
+  Compile ahead with .lower(params, masks, key, consistency).compile() to time it apart."""
+  settings, sde = SamplerSettings.from_config(config), ts.make_sde(config)
+  score = model_utils.get_score_fn(model, sde, methods.get(config.method),
+                                   scale_by_sigma=bool(config.model.scale_by_sigma))
+
+  def sample(params, masks, key, consistency):
+    return sample_leg(lambda x, t, c: score(params, x, t, c), sde, masks, key, settings,
+                      consistency, method=config.method)
+  return jax.jit(sample, static_argnums=3)
 
 
 def least_squares(views: Array, consistency: Consistency,

@@ -55,7 +55,6 @@ from score_sde_knee import multiview
 from score_sde_knee import multiview_figure
 from score_sde_knee import parallel
 from score_sde_knee import sampler_setting
-from score_sde_knee import train_state as ts
 from score_sde_knee.sampler_setting import SamplerSettings
 from score_sde_knee.utils import files
 from score_sde_knee.utils import progress
@@ -260,15 +259,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, masks: str | None,
     legs = test_legs(config, condition, arg)
 
   params, step = evaluate.restore_ema_params(config, workdir, parallel.make_mesh())
-  sde = ts.make_sde(config)
-  score = model_utils.get_score_fn(model_utils.create_model(config), sde,
-                                   methods.get(config.method),
-                                   scale_by_sigma=bool(config.model.scale_by_sigma))
-
-  @functools.partial(jax.jit, static_argnums=3)
-  def sample(params, cond, rng, consistency):
-    return multiview.sample_leg(lambda x, t, c: score(params, x, t, c), sde, cond, rng,
-                                settings, consistency, method=config.method)
+  sample = multiview.leg_sampler(config, model_utils.create_model(config))
 
   common = {'workdir': os.path.abspath(workdir), 'checkpoint_step': step,
             'method': config.method, 'condition': condition, 'image_size': size,

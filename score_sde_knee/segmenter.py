@@ -26,7 +26,6 @@ and 1, the seeds differing more than the weights).
 import argparse
 import dataclasses
 import functools
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -201,10 +200,16 @@ def _saved_config_diff(workdir: str, config: SegmenterConfig) -> dict[str, Any] 
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    saved = json.load(f)
+  saved = files.read_json(path)
   return {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items()
           if k not in _MAY_CHANGE and saved.get(k) != v}
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, like: SegTrainState) -> SegTrainState:
+  """Checkpoint `step`, in the structure, shapes and shardings of the state `like`."""
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        like)
+  return manager.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def _check_saved_config(workdir: str, config: SegmenterConfig) -> None:
@@ -238,10 +243,7 @@ def train_segmenter(config: SegmenterConfig, sources: Sequence[Any],
       raise ValueError(f'{workdir}: holds a checkpoint of step {latest}, past steps='
                        f'{config.steps}. Pass steps >= {latest} or another --workdir.')
     if latest is not None:
-      target = jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-      state = manager.restore(latest, args=ocp.args.StandardRestore(target))
-      start = int(latest)
+      state, start = _restore(manager, latest, state), int(latest)
   iterator = iter(batches.to_iter_dataset(grain.ReadOptions(num_threads=4,
                                                             prefetch_buffer_size=8)))
   input_pipeline.position(iterator, start)
@@ -283,9 +285,7 @@ def restore_params(config: SegmenterConfig, workdir: str, image_size: int) -> An
     latest = manager.latest_step()
     if latest is None:
       raise FileNotFoundError(f'{os.path.join(workdir, CHECKPOINT_DIR)}: no checkpoint.')
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                          create_state(config, image_size))
-    return manager.restore(latest, args=ocp.args.StandardRestore(target)).params
+    return _restore(manager, latest, create_state(config, image_size)).params
   finally:
     manager.close()
 
